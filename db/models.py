@@ -1,0 +1,122 @@
+"""SQLAlchemy 2.x models of the replay store.
+
+Interactions are keyed by their position ``seq`` in the time-ordered stream, and each period row
+holds its ``[seq_start, seq_end)`` range, so reading a period is a primary-key range scan and no
+secondary index slows the bulk insert. Per-case ranks are stored as one compact int32 blob per
+(run, method, period) rather than one row per case: a paper-scale run has ~15M cases.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    is_synthetic: Mapped[bool] = mapped_column(Boolean)
+    params: Mapped[dict] = mapped_column(JSON)
+    split: Mapped[dict] = mapped_column(JSON)
+    n_interactions: Mapped[int] = mapped_column(Integer)
+    n_users: Mapped[int] = mapped_column(Integer)
+    n_items: Mapped[int] = mapped_column(Integer)
+    n_periods: Mapped[int] = mapped_column(Integer)
+    skipped_lines: Mapped[int] = mapped_column(Integer, default=0)
+    notes: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=datetime.utcnow)
+
+
+class PeriodRow(Base):
+    __tablename__ = "periods"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    split: Mapped[str] = mapped_column(String(16))
+    start_ts: Mapped[int] = mapped_column(Integer)
+    end_ts: Mapped[int] = mapped_column(Integer)
+    seq_start: Mapped[int] = mapped_column(Integer)
+    seq_end: Mapped[int] = mapped_column(Integer)
+    interactions: Mapped[int] = mapped_column(Integer)
+    new_users: Mapped[int] = mapped_column(Integer)
+    new_items: Mapped[int] = mapped_column(Integer)
+
+
+class InteractionRow(Base):
+    __tablename__ = "interactions"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[int] = mapped_column(Integer)
+    user: Mapped[int] = mapped_column(Integer)
+    item: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[int] = mapped_column(Integer)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    scenario: Mapped[str] = mapped_column(String(128))
+    config: Mapped[dict] = mapped_column(JSON)
+    methods: Mapped[list] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=datetime.utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ResultRow(Base):
+    __tablename__ = "results"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[int] = mapped_column(Integer, primary_key=True)
+    split: Mapped[str] = mapped_column(String(16))
+    # True where the method had seen this period before it was scored (SML's meta step in training
+    # periods): such rows are shown, marked, and kept out of every validation or test figure.
+    in_sample: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    n_cases: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict] = mapped_column(JSON)
+    retrain_s: Mapped[float] = mapped_column(Float)
+    eval_s: Mapped[float] = mapped_column(Float)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class CaseRanksRow(Base):
+    __tablename__ = "case_ranks"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sampled_rank: Mapped[bytes] = mapped_column(LargeBinary)  # int32, one per case
+    full_rank: Mapped[bytes] = mapped_column(LargeBinary)
+    n_candidates: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class EvalCasesRow(Base):
+    """The test cases of one period of a run, shared by all its methods."""
+
+    __tablename__ = "eval_cases"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    period: Mapped[int] = mapped_column(Integer, primary_key=True)
+    users: Mapped[bytes] = mapped_column(LargeBinary)  # int64
+    items: Mapped[bytes] = mapped_column(LargeBinary)  # int64
+    new_user: Mapped[bytes] = mapped_column(LargeBinary)  # bool
+    new_item: Mapped[bytes] = mapped_column(LargeBinary)  # bool

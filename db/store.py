@@ -1,0 +1,331 @@
+"""Engine factory and the small repository API that the engine's subscribers and the UI call.
+
+Plain dataclasses and dicts go in and out; ORM objects never leave a session, so results can be
+passed between threads safely (one session per call, hence per thread).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Base, CaseRanksRow, DatasetRow, EvalCasesRow, InteractionRow, PeriodRow, ResultRow, RunRow
+
+DEFAULT_DB_FILE = "sml-sim.db"
+
+
+class StoreError(Exception):
+    """The store cannot be used (bad URL, unreachable, unknown run): a one-line user message."""
+
+
+def default_url() -> str:
+    return os.environ.get("SML_SIM_DB") or f"sqlite:///{DEFAULT_DB_FILE}"
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = url or default_url()
+    if "://" not in url:  # a bare path is taken as an SQLite file
+        url = f"sqlite:///{url}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"--db {url!r} is not an SQLAlchemy URL (e.g. sqlite:///results.db)") from exc
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise StoreError(f"the folder for the database {parsed.database} does not exist")
+    kwargs = {"connect_args": {"timeout": 30, "check_same_thread": False}} if is_sqlite else {}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except Exception as exc:  # a missing driver, for instance
+        raise StoreError(f"cannot open the database {url}: {exc}") from exc
+    if is_sqlite:
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            # WAL lets the TUI read while a worker writes; the busy timeout rides out short locks.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    return engine
+
+
+def fingerprint(spec: dict) -> str:
+    """Identity of a prepared dataset: its spec, plus the size and mtime of a real source file."""
+    key = dict(spec)
+    data = key.get("data")
+    if data and Path(data).exists():
+        p = Path(data).resolve()
+        files = [p] if p.is_file() else sorted(x for x in p.iterdir() if x.is_file())
+        key["data"] = str(p)
+        key["files"] = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass
+class RunInfo:
+    run_id: int
+    dataset: str
+    source: str
+    scenario: str
+    methods: list[str]
+    status: str
+    last_period: int | None
+    seed: int
+    device: str
+    config: dict
+    dataset_id: int
+    started_at: str
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id, "dataset": self.dataset, "source": self.source,
+            "scenario": self.scenario, "methods": self.methods, "status": self.status,
+            "last_period": self.last_period, "seed": self.seed, "device": self.device,
+            "started_at": self.started_at,
+        }
+
+
+class Store:
+    def __init__(self, url: str | None = None):
+        self.url = url or default_url()
+        self.engine = make_engine(self.url)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StoreError(f"cannot open the database {self.url}: {exc.orig}") from exc
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        url = make_url(self.engine.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(url.database)
+        return None
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    # ------------------------------------------------------------ datasets
+
+    def dataset_id(self, fp: str) -> int | None:
+        with self.session() as s:
+            return s.scalar(select(DatasetRow.id).where(DatasetRow.fingerprint == fp))
+
+    def register_dataset(self, dataset, fp: str) -> int:
+        """Insert the dataset row if new (idempotent on the fingerprint); returns its id."""
+        with self.session() as s, s.begin():
+            existing = s.scalar(select(DatasetRow).where(DatasetRow.fingerprint == fp))
+            if existing is not None:
+                return existing.id
+            row = DatasetRow(
+                name=dataset.name, fingerprint=fp, source=dataset.source, is_synthetic=dataset.is_synthetic,
+                params=dataset.params, split=dataset.split.as_dict(), n_interactions=int(len(dataset.users)),
+                n_users=dataset.n_users, n_items=dataset.n_items, n_periods=dataset.n_periods,
+                skipped_lines=dataset.skipped_lines, notes=list(dataset.notes),
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def stored_periods(self, dataset_id: int) -> set[int]:
+        with self.session() as s:
+            return set(s.scalars(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)))
+
+    def write_periods(self, dataset_id: int, dataset, periods: Iterable[int], stats: list[dict] | None = None,
+                      progress: Callable[[int], None] | None = None) -> int:
+        """Store the given periods in one transaction; periods already stored are left alone.
+
+        Returns the number of interactions written. Writing a period twice never duplicates rows:
+        a stored period is skipped, and a half-written one cannot exist (one transaction).
+        """
+        stats = stats or dataset.period_stats()
+        written = 0
+        with self.engine.begin() as conn:
+            done = set(conn.execute(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)).scalars())
+            for t in periods:
+                if t in done:
+                    if progress:
+                        progress(t)
+                    continue
+                lo, hi = int(dataset.offsets[t]), int(dataset.offsets[t + 1])
+                rows = zip([dataset_id] * (hi - lo), range(lo, hi), [t] * (hi - lo),
+                           dataset.users[lo:hi].tolist(), dataset.items[lo:hi].tolist(),
+                           dataset.times[lo:hi].tolist())
+                conn.exec_driver_sql(
+                    "INSERT INTO interactions (dataset_id, seq, period, user, item, ts) VALUES (?, ?, ?, ?, ?, ?)"
+                    if conn.dialect.paramstyle == "qmark" else
+                    "INSERT INTO interactions (dataset_id, seq, period, \"user\", item, ts) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    list(rows),
+                )
+                st = stats[t]
+                conn.execute(PeriodRow.__table__.insert().values(
+                    dataset_id=dataset_id, index=t, split=st["split"], start_ts=st["start"], end_ts=st["end"],
+                    seq_start=lo, seq_end=hi, interactions=hi - lo, new_users=st["new_users"],
+                    new_items=st["new_items"],
+                ))
+                written += hi - lo
+                if progress:
+                    progress(t)
+        return written
+
+    def latest_dataset(self, name: str) -> dict | None:
+        with self.session() as s:
+            row = s.scalar(select(DatasetRow).where(DatasetRow.name == name).order_by(DatasetRow.id.desc()))
+            return None if row is None else _dataset_dict(row)
+
+    def dataset(self, dataset_id: int) -> dict:
+        with self.session() as s:
+            return _dataset_dict(s.get(DatasetRow, dataset_id))
+
+    def periods(self, dataset_id: int) -> list[dict]:
+        with self.session() as s:
+            rows = s.scalars(select(PeriodRow).where(PeriodRow.dataset_id == dataset_id).order_by(PeriodRow.index))
+            return [
+                {"index": r.index, "split": r.split, "start": r.start_ts, "end": r.end_ts,
+                 "interactions": r.interactions, "new_users": r.new_users, "new_items": r.new_items}
+                for r in rows
+            ]
+
+    def interaction_count(self, dataset_id: int) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(InteractionRow)
+                            .where(InteractionRow.dataset_id == dataset_id)) or 0
+
+    # ------------------------------------------------------------ runs
+
+    def create_run(self, dataset_id: int, scenario: str, config: dict, methods: list[str], seed: int,
+                   device: str) -> int:
+        with self.session() as s, s.begin():
+            run = RunRow(dataset_id=dataset_id, scenario=scenario, config=config, methods=methods, seed=seed,
+                         device=device, status="running")
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:
+        with self.session() as s, s.begin():
+            run = s.get(RunRow, run_id)
+            run.status = status
+            run.error = error
+            run.finished_at = datetime.utcnow() if status in ("finished", "failed") else None
+
+    def run(self, run_id: int) -> RunInfo:
+        runs = self.runs(run_id=run_id)
+        if not runs:
+            raise StoreError(f"no run {run_id} in {self.url}")
+        return runs[0]
+
+    def runs(self, run_id: int | None = None) -> list[RunInfo]:
+        with self.session() as s:
+            q = select(RunRow, DatasetRow).join(DatasetRow, RunRow.dataset_id == DatasetRow.id).order_by(RunRow.id)
+            if run_id is not None:
+                q = q.where(RunRow.id == run_id)
+            out = []
+            for run, ds in s.execute(q).all():
+                out.append(RunInfo(
+                    run_id=run.id, dataset=ds.name, source=ds.source, scenario=run.scenario,
+                    methods=list(run.methods), status=run.status, last_period=self._last_period(s, run),
+                    seed=run.seed, device=run.device, config=run.config, dataset_id=ds.id,
+                    started_at=run.started_at.isoformat(timespec="seconds"), error=run.error,
+                ))
+            return out
+
+    @staticmethod
+    def _last_period(s: Session, run: RunRow) -> int | None:
+        """The last period committed for every method of the run."""
+        per_method = dict(s.execute(
+            select(ResultRow.method, func.max(ResultRow.period)).where(ResultRow.run_id == run.id)
+            .group_by(ResultRow.method)).all())
+        if not per_method or any(m not in per_method for m in run.methods):
+            return None
+        return min(per_method.values())
+
+    def committed(self, run_id: int) -> dict[str, int]:
+        """Last committed period per method."""
+        with self.session() as s:
+            return dict(s.execute(
+                select(ResultRow.method, func.max(ResultRow.period)).where(ResultRow.run_id == run_id)
+                .group_by(ResultRow.method)).all())
+
+    def commit_result(self, run_id: int, result, cases=None) -> None:
+        """One (method, period) result with its per-case ranks, in one transaction."""
+        with self.session() as s, s.begin():
+            if cases is not None and s.get(EvalCasesRow, (run_id, cases.period)) is None:
+                s.add(EvalCasesRow(
+                    run_id=run_id, period=cases.period, users=cases.users.astype(np.int64).tobytes(),
+                    items=cases.items.astype(np.int64).tobytes(), new_user=cases.new_user.astype(bool).tobytes(),
+                    new_item=cases.new_item.astype(bool).tobytes(),
+                ))
+            s.merge(ResultRow(
+                run_id=run_id, method=result.method, period=result.period, split=result.split,
+                in_sample=result.in_sample, status=result.status, error=result.error, n_cases=result.n_cases,
+                metrics=result.metrics, retrain_s=result.retrain_s, eval_s=result.eval_s, extra=result.extra,
+            ))
+            if result.sampled_rank is not None:
+                s.merge(CaseRanksRow(
+                    run_id=run_id, method=result.method, period=result.period,
+                    sampled_rank=result.sampled_rank.astype(np.int32).tobytes(),
+                    full_rank=result.full_rank.astype(np.int32).tobytes(),
+                    n_candidates=result.n_candidates.astype(np.int32).tobytes(),
+                ))
+
+    def results(self, run_id: int) -> list[dict]:
+        with self.session() as s:
+            rows = s.scalars(select(ResultRow).where(ResultRow.run_id == run_id)
+                             .order_by(ResultRow.period, ResultRow.method))
+            return [
+                {"method": r.method, "period": r.period, "split": r.split, "in_sample": r.in_sample,
+                 "status": r.status, "error": r.error, "n_cases": r.n_cases, "metrics": dict(r.metrics),
+                 "retrain_s": r.retrain_s, "eval_s": r.eval_s, "extra": dict(r.extra or {})}
+                for r in rows
+            ]
+
+    def case_ranks(self, run_id: int) -> Iterable[dict]:
+        """Per-case ranks joined with the cases, one dict of arrays per (method, period)."""
+        with self.session() as s:
+            cases = {c.period: c for c in s.scalars(select(EvalCasesRow).where(EvalCasesRow.run_id == run_id))}
+            for r in s.scalars(select(CaseRanksRow).where(CaseRanksRow.run_id == run_id)
+                               .order_by(CaseRanksRow.period, CaseRanksRow.method)):
+                c = cases[r.period]
+                yield {
+                    "method": r.method, "period": r.period,
+                    "users": np.frombuffer(c.users, dtype=np.int64),
+                    "items": np.frombuffer(c.items, dtype=np.int64),
+                    "new_user": np.frombuffer(c.new_user, dtype=bool),
+                    "new_item": np.frombuffer(c.new_item, dtype=bool),
+                    "sampled_rank": np.frombuffer(r.sampled_rank, dtype=np.int32),
+                    "full_rank": np.frombuffer(r.full_rank, dtype=np.int32),
+                    "n_candidates": np.frombuffer(r.n_candidates, dtype=np.int32),
+                }
+
+    def delete_results_after(self, run_id: int, method: str, period: int) -> None:
+        with self.session() as s, s.begin():
+            for model in (ResultRow, CaseRanksRow):
+                s.execute(delete(model).where(model.run_id == run_id, model.method == method,
+                                              model.period > period))
+
+
+def _dataset_dict(row: DatasetRow) -> dict:
+    return {
+        "id": row.id, "dataset": row.name, "source": row.source, "synthetic": row.is_synthetic,
+        "params": row.params, "split": row.split, "interactions": row.n_interactions, "users": row.n_users,
+        "items": row.n_items, "periods": row.n_periods, "skipped_lines": row.skipped_lines,
+        "notes": list(row.notes or []),
+    }
