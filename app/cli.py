@@ -215,6 +215,293 @@ def periods_cmd(
     out.print(table)
 
 
+
+MethodsOpt = Annotated[str | None, typer.Option("--methods", help="Comma-separated methods, e.g. sml,full,fine,spmf,"
+                                                "pop,random (see `sml-sim methods`).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda [default: auto].",
+                                               show_default=False)]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads [default: all cores].",
+                                                show_default=False)]
+
+
+def build_config(target: str, *, data, methods, seed, device, scale, periods, period_length, min_user, min_item,
+                 split, start, csv_opts: dict | None = None):
+    """A scenario file or name, or a dataset protocol, plus the command line's overrides."""
+    from sml_sim.config import RunConfig, load_scenario, scenario_path, validate_methods
+    from sml_sim.data import PROTOCOLS
+
+    path = scenario_path(target)
+    if path is not None:
+        cfg = load_scenario(path)
+    elif target in PROTOCOLS:
+        from sml_sim.data import DatasetSpec
+
+        cfg = RunConfig(scenario=target, dataset=DatasetSpec(protocol=target))
+    else:
+        raise UserError(f"{target!r} is neither a dataset ({', '.join(PROTOCOLS)}) nor a scenario "
+                        "(a .toml file or a name in scenarios/)")
+    ds = cfg.dataset
+    for key, value in (("data", data), ("scale", scale), ("periods", periods), ("period_length", period_length),
+                       ("min_user_interactions", min_user), ("min_item_interactions", min_item),
+                       ("split", split), ("retrain_start", start)):
+        if value is not None:
+            setattr(ds, key, value)
+    if csv_opts and ds.protocol == "csv":
+        ds.csv = {**ds.csv, **csv_opts}
+    if seed is not None:
+        cfg.seed = ds.seed = seed
+    if device is not None:
+        if device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"--device {device!r}: use auto, cpu or cuda")
+        cfg.device = device
+    if methods:
+        cfg.methods = [m.strip() for m in methods.split(",") if m.strip()]
+    from sml_sim.data.base import DataError
+
+    try:
+        validate_methods(cfg)
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    from sml_sim.engine import resolve_device
+
+    try:
+        resolve_device(cfg.device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return cfg
+
+
+def set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(max(1, threads))
+
+
+@app.command()
+@friendly
+def run(
+    target: Annotated[str | None, typer.Argument(metavar="DATASET_OR_SCENARIO",
+                                                 help="A dataset (see `sml-sim datasets`), a scenario name "
+                                                 "(scenarios/NAME.toml) or a .toml file.")] = None,
+    data: DataOpt = None, methods: MethodsOpt = None, db: DbOpt = None, device: DeviceOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of data generation, sampling and models.")] = None,
+    scale: ScaleOpt = None,
+    out_csv: Annotated[Path | None, typer.Option("--out", help="Also write the per-period results CSV here.")] = None,
+    resume: Annotated[int | None, typer.Option("--resume", help="Continue run RUN_ID from its last committed "
+                                               "period.", metavar="RUN_ID")] = None,
+    periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
+    min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
+    threads: ThreadsOpt = None,
+):
+    """Replay a dataset headless: retrain every method at every period, score it on the next,
+    and end with a Table-1-style summary."""
+    from db.replay import Replay
+    from db.store import Store
+
+    set_threads(threads)
+    store = Store(db)
+    if resume is not None:
+        if target is not None:
+            raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
+        replay = Replay.resume(store, resume)
+        out.print(f"resuming run {resume} ({replay.dataset.name}) from period {replay.engine.next_step + 1}")
+    else:
+        if target is None:
+            raise UserError("name a dataset or scenario to run (e.g. `sml-sim run demo`), or --resume RUN_ID")
+        cfg = build_config(target, data=data, methods=methods, seed=seed, device=device, scale=scale,
+                           periods=periods, period_length=period_length, min_user=min_user_interactions,
+                           min_item=min_item_interactions, split=split, start=retrain_start)
+        replay = Replay.new(store, cfg)
+    ds = replay.dataset
+    out.print(f"run {replay.run_id}: {ds.name}   source: [bold]{ds.source}[/]   device: {replay.engine.device}")
+    out.print(f"methods: {', '.join(replay.config.methods)}   periods: {ds.n_periods} "
+              f"(retraining from {ds.split.retrain_start}, test {list(ds.split.test)})")
+    try:
+        drive_with_progress(replay)
+    except KeyboardInterrupt:
+        replay.cancel.set()
+        replay.interrupted()
+        err.print(f"interrupted: committed periods are kept; continue with `sml-sim run --resume {replay.run_id}`")
+        raise typer.Exit(130) from None
+    except BaseException as exc:
+        replay.interrupted(f"{type(exc).__name__}: {exc}")
+        raise
+    replay.finish()
+    print_summary(store, replay.run_id)
+    if out_csv is not None:
+        n = export_results(store, replay.run_id, out_csv)
+        out.print(f"wrote {n} result rows to {out_csv}")
+
+
+def drive_with_progress(replay) -> None:
+    """Step the engine with a progress bar: period, method, ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from sml_sim.engine import MethodResult, MethodStarted
+    from sml_sim.engine import Progress as EngineProgress
+
+    engine = replay.engine
+    n_methods = len([m for m in engine.retrainers if m not in engine.failed])
+    todo = sum(1 for m in engine.retrainers if m not in engine.failed
+               for t in range(engine.committed.get(m, engine.first_step), engine.last_step + 1))
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("pre-training the initial model", total=todo)
+        state = {"method": "", "period": engine.next_step}
+
+        def on_event(e) -> None:
+            if isinstance(e, MethodStarted):
+                state.update(method=e.method, period=e.period)
+                bar.update(task, description=f"period {e.period + 1}/{engine.dataset.n_periods - 1}  {e.method:<10}")
+            elif isinstance(e, EngineProgress) and e.task == "pretrain":
+                bar.update(task, description=f"pre-training the initial model {e.fraction:4.0%}")
+            elif isinstance(e, MethodResult):
+                bar.advance(task)
+                if e.status != "ok":
+                    err.print(f"[red]{e.method} failed at period {e.period}: {e.error}[/]")
+                elif not err.is_terminal:
+                    err.print(f"period {e.period:>3} {e.split:<10} {e.method:<10} recall@20 "
+                              f"{e.metrics['recall@20']:.4f}  retrain {e.retrain_s:.2f}s")
+
+        engine.subscribe(on_event)
+        del n_methods
+        replay.engine.run()
+
+
+def print_summary(store, run_id: int) -> None:
+    from sml_sim import report
+
+    info = store.run(run_id)
+    results = store.results(run_id)
+    out.print()
+    out.print(f"[bold]run {run_id}[/] - {info.dataset} - source: [bold]{info.source}[/] - status: {info.status}")
+    for split in ("validation", "test"):
+        means = report.split_means(results, split)
+        if not means:
+            continue
+        best = report.best_method(means)
+        table = Table(title=f"mean over {split} periods", title_justify="left", box=None, pad_edge=False)
+        table.add_column("method", style="bold")
+        for k in report.TABLE_METRICS + ["full_recall@20", "full_ndcg@20", "retrain_s"]:
+            table.add_column(k.replace("recall", "R").replace("ndcg", "N").replace("full_", "full "),
+                             justify="right")
+        for method in sorted(means, key=lambda m: -means[m]["recall@20"]):
+            m = means[method]
+            style = "green" if method == best else None
+            table.add_row(method, *[f"{m[k]:.4f}" for k in report.TABLE_METRICS + ["full_recall@20", "full_ndcg@20"]],
+                          f"{m['retrain_s']:.2f}", style=style)
+        out.print(table)
+        if split == "test":
+            ri = report.relative_improvements(means, best)
+            if ri:
+                t2 = Table(title=f"relative improvement of {best} over each method (%)", title_justify="left",
+                           box=None, pad_edge=False)
+                t2.add_column("over", style="bold")
+                for k in report.TABLE_METRICS:
+                    t2.add_column(k.replace("recall", "R").replace("ndcg", "N"), justify="right")
+                for method, row in ri.items():
+                    t2.add_row(method, *[f"{row[k]:+.1f}" for k in report.TABLE_METRICS])
+                out.print(t2)
+            bd = report.breakdown(store.case_ranks(run_id), results, split)
+            if bd:
+                groups = [f"{u} user x {i} item" for u, i in report.GROUPS]
+                t3 = Table(title="test Recall@20 by old/new user x old/new item (cases)", title_justify="left",
+                           box=None, pad_edge=False)
+                t3.add_column("method", style="bold")
+                for g in groups:
+                    t3.add_column(g, justify="right")
+                for method, row in bd.items():
+                    t3.add_row(method, *["-" if row[g][0] is None else f"{row[g][0]:.4f} ({row[g][1]})"
+                                         for g in groups])
+                out.print(t3)
+    if info.status != "finished":
+        out.print(f"run not finished: continue with `sml-sim run --resume {run_id}`")
+
+
+def export_results(store, run_id: int, path: Path) -> int:
+    from sml_sim import report
+
+    info = store.run(run_id)
+    return report.write_results_csv(path, report.ExportMeta(run_id, info.dataset, info.source),
+                                    store.results(run_id))
+
+
+@app.command()
+@friendly
+def runs(db: DbOpt = None, as_json: JsonOpt = False):
+    """List the runs in the store: id, dataset, source, methods, status, last committed period."""
+    from db.store import Store
+
+    rows = Store(db).runs()
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        out.print("no runs yet: try `sml-sim run demo`")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("run", "dataset", "source", "methods", "status", "last period", "started"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r.run_id), r.dataset, r.source, ",".join(r.methods), r.status,
+                      "-" if r.last_period is None else str(r.last_period), r.started_at)
+    out.print(table)
+
+
+@app.command()
+@friendly
+def export(
+    run_id: Annotated[int, typer.Argument(help="The run to export (see `sml-sim runs`).")],
+    out_path: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    cases: Annotated[bool, typer.Option("--cases", help="One row per test case with its ranks instead.")] = False,
+    filters: Annotated[bool, typer.Option("--filters", help="SML's learned first-layer transfer filters "
+                                          "(paper Figure 7) for the last period.")] = False,
+    db: DbOpt = None,
+):
+    """Write a run's results (or its per-case ranks, or SML's filters) as CSV."""
+    from db.store import Store
+    from sml_sim import report
+
+    store = Store(db)
+    store.run(run_id)  # clear error when the run does not exist
+    if cases and filters:
+        raise UserError("give --cases or --filters, not both")
+    if cases:
+        n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id))
+        out.print(f"wrote {n} test cases to {out_path}")
+    elif filters:
+        try:
+            n = report.write_filters_csv(out_path, run_id, store.results(run_id))
+        except ValueError as exc:
+            raise UserError(f"run {run_id}: {exc}") from None
+        out.print(f"wrote {n} filter rows to {out_path}")
+    else:
+        n = export_results(store, run_id, out_path)
+        out.print(f"wrote {n} result rows to {out_path}")
+
+
+@app.command()
+def methods():
+    """List the retraining methods usable in --methods and scenarios."""
+    from sml_sim.retrainers import METHODS
+
+    table = Table(box=None, pad_edge=False)
+    table.add_column("method", style="bold")
+    table.add_column("what it does")
+    for name, (_, _, desc) in METHODS.items():
+        table.add_row(name, desc)
+    out.print(table)
+
+
 def main() -> None:
     try:
         app()
@@ -225,4 +512,3 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["app", "main", "Path"]

@@ -20,7 +20,16 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Base, CaseRanksRow, DatasetRow, EvalCasesRow, InteractionRow, PeriodRow, ResultRow, RunRow
+from db.models import (
+    Base,
+    CaseRanksRow,
+    DatasetRow,
+    EvalCasesRow,
+    InteractionRow,
+    PeriodRow,
+    ResultRow,
+    RunRow,
+)
 
 DEFAULT_DB_FILE = "sml-sim.db"
 
@@ -302,7 +311,7 @@ class Store:
         with self.session() as s:
             cases = {c.period: c for c in s.scalars(select(EvalCasesRow).where(EvalCasesRow.run_id == run_id))}
             for r in s.scalars(select(CaseRanksRow).where(CaseRanksRow.run_id == run_id)
-                               .order_by(CaseRanksRow.period, CaseRanksRow.method)):
+                               .order_by(CaseRanksRow.method, CaseRanksRow.period)):
                 c = cases[r.period]
                 yield {
                     "method": r.method, "period": r.period,

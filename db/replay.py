@@ -1,0 +1,100 @@
+"""A run of the replay engine bound to the store: shared by the CLI and the TUI.
+
+Creating a run loads the dataset, registers it, and records the configuration; resuming reads the
+configuration back, rebuilds the dataset from it, and starts the engine from each method's last
+committed period. The store subscribes to the engine: each arriving period is written (idempotently)
+and each (method, period) result is committed in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from db.store import Store, StoreError, fingerprint
+from sml_sim.config import RunConfig
+from sml_sim.data import load_dataset
+from sml_sim.data.base import Dataset
+from sml_sim.engine import MethodResult, PeriodArrived, ReplayEngine, resolve_device
+
+
+def checkpoint_root(store: Store) -> Path:
+    path = store.sqlite_path
+    if path is not None:
+        return path.resolve().parent / "sml-sim-checkpoints" / path.stem
+    home = Path(os.environ.get("SML_SIM_HOME", Path.home() / ".cache" / "sml-sim"))
+    return home / "checkpoints" / hashlib.sha256(store.url.encode()).hexdigest()[:12]
+
+
+class Replay:
+    def __init__(self, store: Store, run_id: int, config: RunConfig, dataset: Dataset, dataset_id: int,
+                 cancel: threading.Event | None = None):
+        self.store = store
+        self.run_id = run_id
+        self.config = config
+        self.dataset = dataset
+        self.dataset_id = dataset_id
+        self.cancel = cancel or threading.Event()
+        self._stats = dataset.period_stats()
+        self._stored = store.stored_periods(dataset_id)
+        results = store.results(run_id)
+        committed: dict[str, int] = {}
+        failed = set()
+        for r in results:
+            committed[r["method"]] = max(committed.get(r["method"], -1), r["period"])
+            if r["status"] == "failed":
+                failed.add(r["method"])
+        self.engine = ReplayEngine(
+            dataset, config.method_specs(), seed=config.seed, device=resolve_device(config.device),
+            pretrain=config.pretrain, checkpoint_dir=checkpoint_root(store) / f"run-{run_id}",
+            committed=committed, failed=failed, cancel=self.cancel,
+        )
+        self.engine.subscribe(self._record)
+
+    # -------------------------------------------------------------- construction
+
+    @classmethod
+    def new(cls, store: Store, config: RunConfig, progress=None, cancel=None) -> Replay:
+        device = str(resolve_device(config.device))
+        dataset = load_dataset(config.dataset, progress=progress)
+        dataset_id = store.register_dataset(dataset, fingerprint(config.dataset.as_dict()))
+        run_id = store.create_run(dataset_id, config.scenario, config.as_dict(), config.methods, config.seed, device)
+        return cls(store, run_id, config, dataset, dataset_id, cancel)
+
+    @classmethod
+    def resume(cls, store: Store, run_id: int, progress=None, cancel=None) -> Replay:
+        info = store.run(run_id)
+        config = RunConfig.from_dict(info.config)
+        dataset = load_dataset(config.dataset, progress=progress)
+        if store.dataset_id(fingerprint(config.dataset.as_dict())) != info.dataset_id:
+            raise StoreError(f"run {run_id}: its dataset has changed on disk since the run started "
+                             f"({info.source}); start a new run instead")
+        store.set_run_status(run_id, "running")
+        return cls(store, run_id, config, dataset, info.dataset_id, cancel)
+
+    # -------------------------------------------------------------- the store as a listener
+
+    def _record(self, event) -> None:
+        if isinstance(event, PeriodArrived):
+            if event.period not in self._stored:
+                self.store.write_periods(self.dataset_id, self.dataset, [event.period], self._stats)
+                self._stored.add(event.period)
+        elif isinstance(event, MethodResult):
+            self.store.commit_result(self.run_id, event, event.cases)
+
+    # -------------------------------------------------------------- lifecycle
+
+    def run(self) -> None:
+        self.engine.run()
+        self.finish()
+
+    def finish(self) -> None:
+        if self.engine.finished:
+            self.store.set_run_status(self.run_id, "finished")
+            shutil.rmtree(checkpoint_root(self.store) / f"run-{self.run_id}", ignore_errors=True)
+
+    def interrupted(self, error: str | None = None) -> None:
+        self.store.set_run_status(self.run_id, "failed" if error else "interrupted", error)

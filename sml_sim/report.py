@@ -1,0 +1,141 @@
+"""Summaries and CSV exports computed from stored results (plain dicts in, plain data out).
+
+Only out-of-sample, successful rows enter a validation or test figure: rows marked ``in_sample``
+(SML scored on a training period whose data its meta step had seen) are shown but never averaged.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sml_sim.evaluation import KS, METRIC_KEYS
+
+RESULT_COLUMNS = [
+    "run_id", "dataset", "source", "method", "period", "split", "in_sample", "status", "n_cases",
+    "recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
+    "full_recall@5", "full_recall@10", "full_recall@20", "full_ndcg@5", "full_ndcg@10", "full_ndcg@20",
+    "retrain_s", "eval_s", "error",
+]
+CASE_COLUMNS = ["run_id", "method", "period", "user", "item", "sampled_rank", "full_rank", "user_type", "item_type"]
+TABLE_METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
+GROUPS = [("old", "old"), ("old", "new"), ("new", "old"), ("new", "new")]
+
+
+def counts_in(row: dict, split: str) -> bool:
+    return row["split"] == split and row["status"] == "ok" and not row["in_sample"]
+
+
+def split_means(results: list[dict], split: str = "test") -> dict[str, dict[str, float]]:
+    """Mean over the split's periods of every metric, per method (periods weigh equally, as in the paper)."""
+    by_method: dict[str, list[dict]] = {}
+    for r in results:
+        if counts_in(r, split):
+            by_method.setdefault(r["method"], []).append(r)
+    out = {}
+    for method, rows in by_method.items():
+        out[method] = {k: float(np.mean([r["metrics"][k] for r in rows])) for k in METRIC_KEYS}
+        out[method]["periods"] = len(rows)
+        out[method]["retrain_s"] = float(np.mean([r["retrain_s"] for r in rows]))
+    return out
+
+
+def relative_improvements(means: dict[str, dict[str, float]], reference: str) -> dict[str, dict[str, float]]:
+    """(reference - other) / other per metric, in percent: the paper's 'RI' row."""
+    ref = means.get(reference)
+    if ref is None:
+        return {}
+    out = {}
+    for method, m in means.items():
+        if method == reference:
+            continue
+        out[method] = {k: (100.0 * (ref[k] - m[k]) / m[k]) if m[k] > 0 else float("nan") for k in TABLE_METRICS}
+    return out
+
+
+def best_method(means: dict[str, dict[str, float]], metric: str = "recall@20") -> str | None:
+    return max(means, key=lambda m: means[m][metric]) if means else None
+
+
+def breakdown(case_ranks: Iterable[dict], results: list[dict], split: str = "test", k: int = 20) -> dict:
+    """Recall@k by old/new user x old/new item over the split's cases (paper 4.5.1), per method."""
+    ok = {(r["method"], r["period"]) for r in results if counts_in(r, split)}
+    hits: dict[str, dict[tuple[str, str], list[int]]] = {}
+    for c in case_ranks:
+        if (c["method"], c["period"]) not in ok:
+            continue
+        per = hits.setdefault(c["method"], {g: [0, 0] for g in GROUPS})
+        for g in GROUPS:
+            mask = (c["new_user"] == (g[0] == "new")) & (c["new_item"] == (g[1] == "new"))
+            per[g][0] += int((c["sampled_rank"][mask] < k).sum())
+            per[g][1] += int(mask.sum())
+    return {
+        m: {f"{u} user x {i} item": ((h / n) if n else None, n) for (u, i), (h, n) in per.items()}
+        for m, per in hits.items()
+    }
+
+
+@dataclass
+class ExportMeta:
+    run_id: int
+    dataset: str
+    source: str
+
+
+def write_results_csv(path, meta: ExportMeta, results: list[dict]) -> int:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(RESULT_COLUMNS)
+        for r in sorted(results, key=lambda r: (r["method"], r["period"])):
+            m = r["metrics"]
+            w.writerow([meta.run_id, meta.dataset, meta.source, r["method"], r["period"], r["split"],
+                        int(r["in_sample"]), r["status"], r["n_cases"],
+                        *[_fmt(m.get(k)) for k in RESULT_COLUMNS[9:21]],
+                        f"{r['retrain_s']:.3f}", f"{r['eval_s']:.3f}", r["error"] or ""])
+    return len(results)
+
+
+def write_cases_csv(path, run_id: int, case_ranks: Iterable[dict]) -> int:
+    n = 0
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CASE_COLUMNS)
+        for c in case_ranks:
+            ut = np.where(c["new_user"], "new", "old")
+            it = np.where(c["new_item"], "new", "old")
+            w.writerows(zip([run_id] * len(ut), [c["method"]] * len(ut), [c["period"]] * len(ut),
+                            c["users"].tolist(), c["items"].tolist(), c["sampled_rank"].tolist(),
+                            c["full_rank"].tolist(), ut.tolist(), it.tolist()))
+            n += len(ut)
+    return n
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:.6f}"
+
+
+def write_filters_csv(path, run_id: int, results: list[dict]) -> int:
+    """SML's first-layer transfer filters (paper Figure 7) at each SML method's last period.
+
+    Rows: run_id, method, period, network (user/item), filter, w_prev, w_hat, w_dot -- the filter's
+    weights on the three rows of the stack layer.
+    """
+    last: dict[str, dict] = {}
+    for r in results:
+        if r["extra"].get("filters") and r["period"] >= last.get(r["method"], {"period": -1})["period"]:
+            last[r["method"]] = r
+    if not last:
+        raise ValueError("this run has no method with convolution filters (run sml or one of its variants)")
+    n = 0
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run_id", "method", "period", "network", "filter", "w_prev", "w_hat", "w_dot"])
+        for method, r in sorted(last.items()):
+            for network, filters in r["extra"]["filters"].items():
+                for j, (a, b, c) in enumerate(filters):
+                    w.writerow([run_id, method, r["period"], network, j, f"{a:.6f}", f"{b:.6f}", f"{c:.6f}"])
+                    n += 1
+    return n
