@@ -1,0 +1,331 @@
+"""SML: Sequential Meta-Learning (Zhang et al., SIGIR 2020), instantiated on MF (paper 3.4).
+
+Notation of the paper: W_{t-1} the previous model, W_hat_t the transfer input learned on D_t, Theta
+the transfer parameters (one network for user rows, one for item rows), W_t = f_Theta(W_{t-1}, W_hat_t).
+
+Training periods (Algorithm 1), ``fit_period(t, D_{t+1})``::
+
+    W_hat_t <- W_{t-1}                                              (line 3)
+    repeat outer_iters times:
+        step 1: update W_hat_t on L_r(W_hat_t | D_t), eq. (8)      (line 6, Theta constant)
+        if t == T: break                                            (line 8, D_{T+1} unavailable)
+        step 2: update Theta on L_s(Theta | D_{t+1}), eq. (10)     (line 9, W_hat_t constant:
+                                                                     first-order, eq. 11)
+    W_t <- f_Theta(W_{t-1}, W_hat_t)                                (line 11)
+
+Validation and test periods (Algorithm 2). The engine has already tested W_{t-1} on D_t (line 1);
+then ``fit_period(t, None)`` does, with the paper's t shifted by one::
+
+    repeat outer_iters times:
+        update Theta on L_s(Theta | D_t) using f(W_{t-2}, W_hat_{t-1})          (line 4)
+        update W_hat_{t-1} on L_r(W_hat_{t-1} | D_{t-1})                        (line 5)
+    update Theta once more; W_{t-1} <- f_Theta(W_{t-2}, W_hat_{t-1})            (line 7)
+    W_hat_t <- W_{t-1}; update W_hat_t on L_r(W_hat_t | D_t)                    (line 8)
+    W_t <- f_Theta(W_{t-1}, W_hat_t)                                            (line 9)
+
+L0 is the log loss with one sampled negative (eq. 13). Step 1 and the MF rows of step 2 run the
+transfer only on the distinct rows of each batch; the whole tables go through it once per period.
+
+Defaults follow the authors' public code where the paper is silent (``sml-method.md``): Adam for
+W_hat (lr 0.01, l1 = 1e-6 as 0.5 * l1 * sum of squares of the batch's rows) and for Theta (lr 1e-3,
+weight decay 1e-4), both kept across periods; batches 1024 (step 1) and 256 (step 2); one epoch of
+each per outer iteration; 10 outer iterations. Step 2's negatives are drawn from the items of its
+period, excluding the user's positives there; step 1's from all items seen so far.
+
+Choices the paper leaves open, made here and documented in the README:
+* line 8 of Algorithm 2 trains W_hat_t for ``outer_iters * epochs_w_hat`` epochs, as much step-1
+  training as a training period gives it (``serve_w_hat_epochs`` overrides);
+* SML-S freezes Theta in every validation/test period and then skips lines 3-7 (with Theta fixed
+  they would only re-fit W_hat_{t-1} to old data): it runs lines 8-9 only;
+* SML-N replaces D_{t+1} by D_t wherever Theta is trained (so it never needs the next period);
+* SML-FP trains W_hat_t on D_t directly as an MF (eq. 8 without the transfer); Theta as in SML.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sml_sim.data.base import PeriodData
+from sml_sim.models.mf import RowAdam, log_loss
+from sml_sim.models.transfer import apply_in_chunks, build_transfer, first_layer_filters
+from sml_sim.retrainers import register
+from sml_sim.retrainers.base import ReplayContext, Retrainer
+
+GROUPS = ("user", "item")
+
+
+class SML(Retrainer):
+    kind = "sml"
+    needs_initial_mf = True
+    uses_next_period = True
+
+    defaults = {
+        "transfer": "cnn",          # cnn | weighted-sum | mlp
+        "n1": 10, "n2": 5, "conv_layers": 2, "fc_size": 512, "use_conv": True, "use_fc": True,
+        "alpha": 0.5, "learn_alpha": True, "mlp_hidden": 512,
+        "outer_iters": 10,
+        "epochs_w_hat": 1, "epochs_theta": 1,
+        "lr_w_hat": 0.01, "lr_theta": 1e-3,
+        "l1": 1e-6, "l2": 1e-4,
+        "batch_w_hat": 1024, "batch_theta": 256,
+        "serve_w_hat_epochs": 0,    # 0: outer_iters * epochs_w_hat
+        "theta_on": "next",         # next (SML) | current (SML-N)
+        "freeze_theta_serving": False,  # SML-S
+        "w_hat_through_transfer": True,  # False: SML-FP
+    }
+
+    def hp(self, key: str):
+        default = self.defaults[key]
+        value = self.params.get(key, default)
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        return type(default)(value)
+
+    # -------------------------------------------------------------- setup
+
+    def start(self, ctx: ReplayContext, initial=None) -> None:
+        super().start(ctx)
+        if self.hp("theta_on") == "current":
+            self.uses_next_period = False
+        dim = initial.P.shape[1]
+        g = torch.random.fork_rng(devices=[])
+        with g:  # transfer init from the run's seed, whatever the global RNG state
+            torch.manual_seed(int(ctx.generator(self.name, "theta-init").initial_seed() % (2**31)))
+            self.theta = {grp: self._make_transfer(dim).to(ctx.device) for grp in GROUPS}
+        params = [p for net in self.theta.values() for p in net.parameters()]
+        # A fixed weighted sum has nothing to learn: step 2 is then skipped.
+        self.theta_opt = torch.optim.Adam(params, lr=self.hp("lr_theta"), weight_decay=self.hp("l2")) \
+            if params else None
+        self.W = {"user": initial.P.detach().clone(), "item": initial.Q.detach().clone()}  # W_{t-1}
+        self.W_prev: dict[str, torch.Tensor] | None = None  # W_{t-2}
+        self.W_hat: dict[str, torch.Tensor] | None = None  # W_hat_{t-1}
+        self.w_hat_opt: dict[str, RowAdam] | None = None
+        self.trained_upto = ctx.dataset.split.retrain_start - 1
+
+    def _make_transfer(self, dim: int):
+        kind = self.hp("transfer")
+        if kind == "cnn":
+            return build_transfer("cnn", dim, n1=self.hp("n1"), n2=self.hp("n2"), conv_layers=self.hp("conv_layers"),
+                                  fc_size=self.hp("fc_size"), use_conv=self.hp("use_conv"), use_fc=self.hp("use_fc"))
+        if kind == "weighted-sum":
+            return build_transfer("weighted-sum", dim, alpha=self.hp("alpha"), learn_alpha=self.hp("learn_alpha"))
+        if kind == "mlp":
+            return build_transfer("mlp", dim, hidden=self.hp("mlp_hidden"))
+        raise ValueError(f"{self.name}: unknown transfer {kind!r} (cnn, weighted-sum or mlp)")
+
+    # -------------------------------------------------------------- the two steps
+
+    def _batches(self, data: PeriodData, batch_size: int, epochs: int, gen: torch.Generator, negatives):
+        users, items = self.ctx.tensors(data)
+        n = len(users)
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=gen, device=self.ctx.device)
+            for lo in range(0, n, batch_size):
+                b = order[lo:lo + batch_size]
+                yield users[b], items[b], negatives(users[b], gen)
+
+    @staticmethod
+    def _batch_rows(u, i, j):
+        ru, inv_u = torch.unique(u, return_inverse=True)
+        ri, inv_ij = torch.unique(torch.cat([i, j]), return_inverse=True)
+        return {"user": ru, "item": ri}, inv_u, inv_ij[: len(i)], inv_ij[len(i):]
+
+    def _step1(self, t: int, data: PeriodData, W_prev, W_hat, opt, epochs: int, tick) -> float:
+        """Learn W_hat on D_t through the transfer (eq. 8-9); Theta is not stepped."""
+        if epochs <= 0 or len(data) == 0:
+            return float("nan")
+        gen = self.ctx.generator(self.name, t, "step1", data.index, opt["user"].steps)
+        n_seen = self.ctx.n_items_seen(data.index)
+        dev = self.ctx.device
+
+        def negatives(u, g):
+            return torch.randint(0, n_seen, (len(u),), generator=g, device=dev)
+
+        through = self.hp("w_hat_through_transfer")
+        l1 = self.hp("l1")
+        total, count = 0.0, 0
+        for u, i, j in self._batches(data, self.hp("batch_w_hat"), epochs, gen, negatives):
+            rows, iu, ii, ij = self._batch_rows(u, i, j)
+            hat = {g: W_hat[g][rows[g]].requires_grad_(True) for g in GROUPS}
+            if through:
+                new = {g: self.theta[g](W_prev[g][rows[g]], hat[g]) for g in GROUPS}
+            else:  # SML-FP: W_hat is fitted to D_t as a plain MF
+                new = hat
+            pu, qi, qj = new["user"][iu], new["item"][ii], new["item"][ij]
+            loss = log_loss((pu * qi).sum(1), (pu * qj).sum(1))
+            reg = 0.5 * l1 * (hat["user"].pow(2).sum() + hat["item"].pow(2).sum())
+            grads = torch.autograd.grad(loss + reg, [hat["user"], hat["item"]])
+            for g, grad in zip(GROUPS, grads):
+                opt[g].step(rows[g], grad, unique=True)
+            total += float(loss.detach())
+            count += 1
+            tick()
+        return total / max(1, count)
+
+    def _step2(self, t: int, data: PeriodData, W_prev, W_hat, epochs: int, tick) -> float:
+        """Learn Theta on ``data`` with W_hat constant (eq. 10-11, first-order)."""
+        if self.theta_opt is None:
+            return 0.0
+        if epochs <= 0 or len(data) == 0:
+            return float("nan")
+        gen = self.ctx.generator(self.name, t, "step2", data.index, self.theta_opt_steps())
+        users, items = self.ctx.tensors(data)
+        present = torch.unique(items)
+        n_items = self.ctx.dataset.n_items
+        pos_keys = torch.unique(users * n_items + items)
+        dev = self.ctx.device
+
+        def negatives(u, g):
+            # Uniform over the period's items, excluding the user's positives there (redrawn twice).
+            j = present[torch.randint(0, len(present), (len(u),), generator=g, device=dev)]
+            for _ in range(2):
+                key = u * n_items + j
+                pos = torch.searchsorted(pos_keys, key).clamp(max=len(pos_keys) - 1)
+                clash = pos_keys[pos] == key
+                if not bool(clash.any()):
+                    break
+                j = torch.where(clash, present[torch.randint(0, len(present), (len(u),), generator=g,
+                                                             device=dev)], j)
+            return j
+
+        total, count = 0.0, 0
+        for u, i, j in self._batches(data, self.hp("batch_theta"), epochs, gen, negatives):
+            rows, iu, ii, ij = self._batch_rows(u, i, j)
+            new = {g: self.theta[g](W_prev[g][rows[g]], W_hat[g][rows[g]]) for g in GROUPS}
+            pu, qi, qj = new["user"][iu], new["item"][ii], new["item"][ij]
+            loss = log_loss((pu * qi).sum(1), (pu * qj).sum(1))
+            self.theta_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.theta_opt.step()
+            total += float(loss.detach())
+            count += 1
+            tick()
+        return total / max(1, count)
+
+    def theta_opt_steps(self) -> int:
+        states = list(self.theta_opt.state.values()) if self.theta_opt is not None else []
+        return int(states[0]["step"]) if states else 0
+
+    def _transfer_all(self, W_prev, W_hat) -> dict:
+        """W = f_Theta(W_prev, W_hat) over the whole tables (once per period)."""
+        return {g: apply_in_chunks(self.theta[g], W_prev[g], W_hat[g]) for g in GROUPS}
+
+    def _new_w_hat(self, W_init) -> tuple[dict, dict]:
+        W_hat = {g: W_init[g].clone() for g in GROUPS}
+        if self.w_hat_opt is None:
+            self.w_hat_opt = {g: RowAdam(W_hat[g], self.hp("lr_w_hat")) for g in GROUPS}
+        else:  # the optimiser's moments live across periods; it now steps the new W_hat
+            for g in GROUPS:
+                self.w_hat_opt[g].table = W_hat[g]
+        return W_hat, self.w_hat_opt
+
+    # -------------------------------------------------------------- one period
+
+    def fit_period(self, t: int, next_period: PeriodData | None = None) -> dict:
+        ds = self.ctx.dataset
+        serving = t > ds.split.train[1]
+        D_t = ds.period(t)
+        if len(D_t) == 0:
+            raise ValueError(f"period {t} is empty")
+        iters = self.hp("outer_iters")
+        e1, e2 = self.hp("epochs_w_hat"), self.hp("epochs_theta")
+        n1 = -(-len(D_t) // self.hp("batch_w_hat"))
+        n2 = -(-len(D_t) // self.hp("batch_theta"))
+        serve_epochs = self.hp("serve_w_hat_epochs") or iters * e1
+        freeze = serving and self.hp("freeze_theta_serving")
+        if not serving:
+            planned = iters * (n1 * e1 + n2 * e2)
+        elif freeze:
+            planned = n1 * serve_epochs
+        else:
+            prev_n1 = -(-len(ds.period(t - 1)) // self.hp("batch_w_hat"))
+            planned = (iters + 1) * n2 * e2 + iters * prev_n1 * e1 + n1 * serve_epochs
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            self.report(min(1.0, done[0] / max(1, planned)))
+
+        losses = {}
+        if not serving:
+            # Algorithm 1 for task t.
+            W_prev = self.W
+            W_hat, opt = self._new_w_hat(W_prev)
+            theta_data = D_t if self.hp("theta_on") == "current" else next_period
+            for _ in range(iters):
+                losses["step1"] = self._step1(t, D_t, W_prev, W_hat, opt, e1, tick)
+                if theta_data is None:  # t == T: no next period to learn Theta from
+                    break
+                losses["step2"] = self._step2(t, theta_data, W_prev, W_hat, e2, tick)
+        else:
+            if self.W_hat is None:
+                raise RuntimeError(f"{self.name}: serving period {t} reached without a trained W_hat")
+            if not freeze:
+                # Algorithm 2, lines 3-7: refresh Theta on the newly arrived D_t and W_hat_{t-1} on D_{t-1}.
+                W_prev2, W_hat_prev = self.W_prev, self.W_hat
+                theta_data = D_t if self.hp("theta_on") == "next" else ds.period(t - 1)
+                for _ in range(iters):
+                    losses["step2"] = self._step2(t, theta_data, W_prev2, W_hat_prev, e2, tick)
+                    losses["step1"] = self._step1(t, ds.period(t - 1), W_prev2, W_hat_prev, self.w_hat_opt, e1, tick)
+                losses["step2"] = self._step2(t, theta_data, W_prev2, W_hat_prev, e2, tick)
+                self.W = self._transfer_all(W_prev2, W_hat_prev)  # refreshed W_{t-1}
+            # Lines 8-9: learn W_hat_t on D_t and output W_t.
+            W_prev = self.W
+            W_hat, opt = self._new_w_hat(W_prev)
+            losses["step1"] = self._step1(t, D_t, W_prev, W_hat, opt, serve_epochs, tick)
+        self.W_prev, self.W_hat = W_prev, W_hat
+        self.W = self._transfer_all(W_prev, W_hat)
+        self.trained_upto = t
+        for name, value in losses.items():
+            if value != value:
+                raise FloatingPointError(f"SML {name} loss became NaN")
+        extra = {f"loss_{k}": float(v) for k, v in losses.items()}
+        filters = {g: first_layer_filters(self.theta[g]) for g in GROUPS}
+        if all(f is not None for f in filters.values()):
+            extra["filters"] = {g: f.tolist() for g, f in filters.items()}
+        return extra
+
+    # -------------------------------------------------------------- serving and state
+
+    @torch.no_grad()
+    def score(self, cases, rows: np.ndarray, n_items: int) -> torch.Tensor:
+        users = torch.as_tensor(cases.users[rows], device=self.ctx.device)
+        return self.W["user"][users] @ self.W["item"][:n_items].T
+
+    def state_dict(self) -> dict:
+        return {
+            "W": self.W, "W_prev": self.W_prev, "W_hat": self.W_hat,
+            "w_hat_opt": None if self.w_hat_opt is None else {g: o.state_dict() for g, o in self.w_hat_opt.items()},
+            "theta": {g: net.state_dict() for g, net in self.theta.items()},
+            "theta_opt": None if self.theta_opt is None else self.theta_opt.state_dict(),
+            "trained_upto": self.trained_upto,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.W, self.W_prev, self.W_hat = state["W"], state["W_prev"], state["W_hat"]
+        for g, net in self.theta.items():
+            net.load_state_dict(state["theta"][g])
+        if self.theta_opt is not None:
+            self.theta_opt.load_state_dict(state["theta_opt"])
+        if state["w_hat_opt"] is not None:
+            self.w_hat_opt = {g: RowAdam(self.W_hat[g], self.hp("lr_w_hat")) for g in GROUPS}
+            for g in GROUPS:
+                self.w_hat_opt[g].load_state_dict(state["w_hat_opt"][g])
+        self.trained_upto = state["trained_upto"]
+
+
+VARIANTS = {
+    "sml": ({}, "SML: CNN transfer, Theta meta-trained on the next period (the paper's method)"),
+    "sml-cnn": ({"use_conv": False}, "SML ablation: transfer without the conv layers"),
+    "sml-fc": ({"use_fc": False}, "SML ablation: transfer without the FC layer"),
+    "sml-n": ({"theta_on": "current"}, "SML ablation: Theta trained on D_t, not D_{t+1}"),
+    "sml-s": ({"freeze_theta_serving": True}, "SML ablation: Theta frozen in validation/test periods"),
+    "sml-fp": ({"w_hat_through_transfer": False}, "SML ablation: W_hat trained on D_t directly"),
+    "sml-ws": ({"transfer": "weighted-sum", "learn_alpha": True}, "SML with a learned weighted-sum transfer"),
+    "sml-ws-fixed": ({"transfer": "weighted-sum", "learn_alpha": False, "alpha": 0.5},
+                     "SML with a fixed weighted sum (alpha 0.5)"),
+    "sml-mlp": ({"transfer": "mlp"}, "SML with an MLP transfer on [w_prev, w_hat]"),
+}
+for _name, (_preset, _desc) in VARIANTS.items():
+    register(_name, SML, _preset, _desc)
