@@ -437,6 +437,44 @@ def export_results(store, run_id: int, path: Path) -> int:
 
 @app.command()
 @friendly
+def replay(
+    target: Annotated[str, typer.Argument(metavar="DATASET_OR_SCENARIO",
+                                          help="A dataset, a scenario name or a .toml file.")] = "demo",
+    data: DataOpt = None, methods: MethodsOpt = None, db: DbOpt = None, device: DeviceOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of data generation, sampling and models.")] = None,
+    scale: ScaleOpt = None,
+    run_id: Annotated[int | None, typer.Option("--run", help="Continue this run.", metavar="RUN_ID")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new run even if an unfinished one exists.")] = False,
+    periods: PeriodsOpt = None, min_user_interactions: MinUserOpt = None, min_item_interactions: MinItemOpt = None,
+    split: SplitOpt = None, retrain_start: StartOpt = None,
+    threads: ThreadsOpt = None,
+):
+    """Open the live TUI: step through periods, watch metrics and retraining times, export CSV."""
+    from db.store import Store
+
+    if run_id is not None and new:
+        raise UserError("give --run RUN_ID or --new, not both")
+    store = Store(db)
+    cfg = None
+    if run_id is None:
+        cfg = build_config(target, data=data, methods=methods, seed=seed, device=device, scale=scale,
+                           periods=periods, period_length=None, min_user=min_user_interactions,
+                           min_item=min_item_interactions, split=split, start=retrain_start)
+        if not new:
+            # Reopening the same replay continues its unfinished run.
+            same = [r for r in store.runs() if r.status != "finished" and r.config == cfg.as_dict()]
+            if same:
+                run_id = same[-1].run_id
+                cfg = None
+    else:
+        store.run(run_id)
+    from app.tui import run_replay_app
+
+    run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads)
+
+
+@app.command()
+@friendly
 def runs(db: DbOpt = None, as_json: JsonOpt = False):
     """List the runs in the store: id, dataset, source, methods, status, last committed period."""
     from db.store import Store

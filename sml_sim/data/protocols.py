@@ -25,7 +25,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from sml_sim.data import readers
-from sml_sim.data.base import DataError, Dataset, RawStream, Split, build_dataset, equal_count_periods, parse_split
+from sml_sim.data.base import (
+    DataError,
+    Dataset,
+    RawStream,
+    Split,
+    build_dataset,
+    equal_count_periods,
+    parse_split,
+)
 
 OSLO = ZoneInfo("Europe/Oslo")
 ADRESSA_SLOTS = (0, 10, 17)  # local hours where the morning, afternoon and evening periods begin

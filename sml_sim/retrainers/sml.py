@@ -147,6 +147,7 @@ class SML(Retrainer):
         total, count = 0.0, 0
         for u, i, j in self._batches(data, self.hp("batch_w_hat"), epochs, gen, negatives):
             rows, iu, ii, ij = self._batch_rows(u, i, j)
+            self.rows_trained += sum(len(rows[g]) for g in GROUPS) if through else 0
             hat = {g: W_hat[g][rows[g]].requires_grad_(True) for g in GROUPS}
             if through:
                 new = {g: self.theta[g](W_prev[g][rows[g]], hat[g]) for g in GROUPS}
@@ -192,6 +193,7 @@ class SML(Retrainer):
         total, count = 0.0, 0
         for u, i, j in self._batches(data, self.hp("batch_theta"), epochs, gen, negatives):
             rows, iu, ii, ij = self._batch_rows(u, i, j)
+            self.rows_trained += sum(len(rows[g]) for g in GROUPS)
             new = {g: self.theta[g](W_prev[g][rows[g]], W_hat[g][rows[g]]) for g in GROUPS}
             pu, qi, qj = new["user"][iu], new["item"][ii], new["item"][ij]
             loss = log_loss((pu * qi).sum(1), (pu * qj).sum(1))
@@ -248,6 +250,7 @@ class SML(Retrainer):
             self.report(min(1.0, done[0] / max(1, planned)))
 
         losses = {}
+        self.rows_trained = 0  # rows through the transfer with a backward pass (throughput figures)
         if not serving:
             # Algorithm 1 for task t.
             W_prev = self.W
@@ -281,6 +284,8 @@ class SML(Retrainer):
             if value != value:
                 raise FloatingPointError(f"SML {name} loss became NaN")
         extra = {f"loss_{k}": float(v) for k, v in losses.items()}
+        extra["transfer_rows_trained"] = self.rows_trained
+        extra["transfer_macs_per_row"] = int(getattr(self.theta["user"], "flops_per_row", lambda: 0)())
         filters = {g: first_layer_filters(self.theta[g]) for g in GROUPS}
         if all(f is not None for f in filters.values()):
             extra["filters"] = {g: f.tolist() for g, f in filters.items()}
