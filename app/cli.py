@@ -51,6 +51,9 @@ def friendly(fn):
         except KeyboardInterrupt:
             err.print("interrupted: every committed period is kept")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # `sml-sim runs --json | head`: the reader left; stop quietly
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter flushes it at exit
+            raise typer.Exit(141) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
@@ -168,8 +171,15 @@ def ingest(
                         time_format, delimiter, no_header)
     ds = load_with_progress(spec, quiet=as_json)
     store = Store(db)
-    dataset_id = store.register_dataset(ds, fingerprint(spec.as_dict()))
-    store.write_periods(dataset_id, ds, range(ds.n_periods))
+    fp = fingerprint(ds.params, ds.source)
+    existed = store.dataset_id(fp) is not None
+    dataset_id = store.register_dataset(ds, fp)
+    try:
+        store.write_periods(dataset_id, ds, range(ds.n_periods))
+    except BaseException:
+        if not existed:  # a failed ingest leaves the store as it was
+            store.delete_dataset(dataset_id)
+        raise
     summary = ds.summary()
     summary["db"] = store.url
     if as_json:

@@ -24,7 +24,7 @@ from sml_sim.engine import MethodResult, PeriodArrived, ReplayEngine, resolve_de
 def checkpoint_root(store: Store) -> Path:
     path = store.sqlite_path
     if path is not None:
-        return path.resolve().parent / "sml-sim-checkpoints" / path.stem
+        return path.resolve().parent / "sml-sim-checkpoints" / path.name
     home = Path(os.environ.get("SML_SIM_HOME", Path.home() / ".cache" / "sml-sim"))
     return home / "checkpoints" / hashlib.sha256(store.url.encode()).hexdigest()[:12]
 
@@ -60,7 +60,7 @@ class Replay:
     def new(cls, store: Store, config: RunConfig, progress=None, cancel=None) -> Replay:
         device = str(resolve_device(config.device))
         dataset = load_dataset(config.dataset, progress=progress)
-        dataset_id = store.register_dataset(dataset, fingerprint(config.dataset.as_dict()))
+        dataset_id = store.register_dataset(dataset, fingerprint(dataset.params, dataset.source))
         run_id = store.create_run(dataset_id, config.scenario, config.as_dict(), config.methods, config.seed, device)
         return cls(store, run_id, config, dataset, dataset_id, cancel)
 
@@ -69,10 +69,11 @@ class Replay:
         info = store.run(run_id)
         config = RunConfig.from_dict(info.config)
         dataset = load_dataset(config.dataset, progress=progress)
-        if store.dataset_id(fingerprint(config.dataset.as_dict())) != info.dataset_id:
+        if store.dataset_id(fingerprint(dataset.params, dataset.source)) != info.dataset_id:
             raise StoreError(f"run {run_id}: its dataset has changed on disk since the run started "
                              f"({info.source}); start a new run instead")
-        store.set_run_status(run_id, "running")
+        if info.status != "finished":
+            store.set_run_status(run_id, "running")
         return cls(store, run_id, config, dataset, info.dataset_id, cancel)
 
     # -------------------------------------------------------------- the store as a listener

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import (
@@ -73,10 +73,11 @@ def make_engine(url: str | None = None) -> Engine:
     return engine
 
 
-def fingerprint(spec: dict) -> str:
-    """Identity of a prepared dataset: its spec, plus the size and mtime of a real source file."""
-    key = dict(spec)
-    data = key.get("data")
+def fingerprint(spec: dict, source: str = "") -> str:
+    """Identity of a prepared dataset: its spec and source, plus the size and mtime of the file or
+    folder actually read (``resolved_data``, the default location included)."""
+    key = {**spec, "source": source}
+    data = key.get("resolved_data") or key.get("data")
     if data and Path(data).exists():
         p = Path(data).resolve()
         files = [p] if p.is_file() else sorted(x for x in p.iterdir() if x.is_file())
@@ -110,13 +111,19 @@ class RunInfo:
         }
 
 
+_INSERT_INTERACTIONS = {
+    True: "INSERT INTO interactions (dataset_id, seq, period, user, item, ts) VALUES (?, ?, ?, ?, ?, ?)",
+    False: 'INSERT INTO interactions (dataset_id, seq, period, "user", item, ts) VALUES (%s, %s, %s, %s, %s, %s)',
+}
+
+
 class Store:
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
         self.engine = make_engine(self.url)
         try:
             Base.metadata.create_all(self.engine)
-        except OperationalError as exc:
+        except DatabaseError as exc:  # unreachable server, or a file that is not a database
             raise StoreError(f"cannot open the database {self.url}: {exc.orig}") from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -152,6 +159,12 @@ class Store:
             s.flush()
             return row.id
 
+    def delete_dataset(self, dataset_id: int) -> None:
+        with self.session() as s, s.begin():
+            for model in (InteractionRow, PeriodRow):
+                s.execute(delete(model).where(model.dataset_id == dataset_id))
+            s.execute(delete(DatasetRow).where(DatasetRow.id == dataset_id))
+
     def stored_periods(self, dataset_id: int) -> set[int]:
         with self.session() as s:
             return set(s.scalars(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)))
@@ -173,16 +186,11 @@ class Store:
                         progress(t)
                     continue
                 lo, hi = int(dataset.offsets[t]), int(dataset.offsets[t + 1])
-                rows = zip([dataset_id] * (hi - lo), range(lo, hi), [t] * (hi - lo),
-                           dataset.users[lo:hi].tolist(), dataset.items[lo:hi].tolist(),
-                           dataset.times[lo:hi].tolist())
-                conn.exec_driver_sql(
-                    "INSERT INTO interactions (dataset_id, seq, period, user, item, ts) VALUES (?, ?, ?, ?, ?, ?)"
-                    if conn.dialect.paramstyle == "qmark" else
-                    "INSERT INTO interactions (dataset_id, seq, period, \"user\", item, ts) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
-                    list(rows),
-                )
+                if hi > lo:  # an empty period (a quiet Adressa evening) still gets its period row
+                    rows = zip([dataset_id] * (hi - lo), range(lo, hi), [t] * (hi - lo),
+                               dataset.users[lo:hi].tolist(), dataset.items[lo:hi].tolist(),
+                               dataset.times[lo:hi].tolist())
+                    conn.exec_driver_sql(_INSERT_INTERACTIONS[conn.dialect.paramstyle == "qmark"], list(rows))
                 st = stats[t]
                 conn.execute(PeriodRow.__table__.insert().values(
                     dataset_id=dataset_id, index=t, split=st["split"], start_ts=st["start"], end_ts=st["end"],
@@ -258,13 +266,19 @@ class Store:
 
     @staticmethod
     def _last_period(s: Session, run: RunRow) -> int | None:
-        """The last period committed for every method of the run."""
-        per_method = dict(s.execute(
-            select(ResultRow.method, func.max(ResultRow.period)).where(ResultRow.run_id == run.id)
-            .group_by(ResultRow.method)).all())
-        if not per_method or any(m not in per_method for m in run.methods):
+        """The last period committed for every method of the run that has not failed."""
+        rows = s.execute(select(ResultRow.method, ResultRow.period, ResultRow.status)
+                         .where(ResultRow.run_id == run.id)).all()
+        last: dict[str, int] = {}
+        failed = set()
+        for method, period, status in rows:
+            last[method] = max(last.get(method, -1), period)
+            if status == "failed":
+                failed.add(method)
+        live = [m for m in run.methods if m not in failed]
+        if not last or any(m not in last for m in live):
             return None
-        return min(per_method.values())
+        return min((last[m] for m in live), default=max(last.values()))
 
     def committed(self, run_id: int) -> dict[str, int]:
         """Last committed period per method."""

@@ -157,6 +157,9 @@ class ReplayEngine:
         """Store the periods before retraining, pre-train the shared initial MF, start every method."""
         if self.prepared:
             return
+        if self.finished:  # nothing left to do (a finished run resumed): no checkpoints needed
+            self.prepared = True
+            return
         for t in range(self.first_step + 1):
             self.emit(PeriodArrived(t))
         self._current = self.first_step
@@ -167,7 +170,7 @@ class ReplayEngine:
         for name, r in self.retrainers.items():
             self.ctx.check()
             r.start(self.ctx, initial if r.needs_initial_mf else None)
-            if name in self.committed and name not in self.failed:
+            if name in self.committed and name not in self.failed and self.committed[name] <= self.last_step:
                 r.load_state_dict(self._load_checkpoint(name, self.committed[name]))
         self.prepared = True
 

@@ -228,8 +228,11 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
                                       split.test[1] - split.test[0] + 1, spec.retrain_start)
         return split
 
+    params = spec.as_dict()
+    if not synthetic_:  # the file or folder actually read: the store fingerprints it
+        params["resolved_data"] = str((Path(spec.data) if spec.data else default_location(spec.protocol)).resolve())
     dataset = build_dataset(
-        raw, name=spec.protocol, source=source, is_synthetic=synthetic_, params=spec.as_dict(),
+        raw, name=spec.protocol, source=source, is_synthetic=synthetic_, params=params,
         min_user=min_user, min_item=min_item, cut=cut, split_for=split_for,
     )
     if dataset.n_periods != sum(protocol.reference_split) and not spec.split and not spec.periods:

@@ -16,17 +16,33 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def seeded_rows(n: int, dim: int, std: float, seed: int, table: int, block: int = 1024) -> torch.Tensor:
+    """N(0, std^2) rows drawn in fixed blocks, each from its own seed: row k's values depend on
+    (seed, table, k) only, never on how many rows the table has. Tables are sized for the whole
+    stream, so this keeps the rows of early users and items independent of later arrivals (no
+    look-ahead through the initialisation)."""
+    out = torch.empty(n, dim)
+    for b, lo in enumerate(range(0, n, block)):
+        g = torch.Generator().manual_seed(hash((seed, table, b)) & ((1 << 62) - 1))
+        out[lo:lo + block] = torch.randn(block, dim, generator=g)[: n - lo] * std
+    return out
+
+
 class MF(nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int = 64, init_std: float = 0.1,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, seed: int | None = None):
         super().__init__()
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(n_items, dim)
         self.user.weight.requires_grad_(False)
         self.item.weight.requires_grad_(False)
         with torch.no_grad():
-            self.user.weight.normal_(0.0, init_std, generator=generator)
-            self.item.weight.normal_(0.0, init_std, generator=generator)
+            if seed is not None:
+                self.user.weight.copy_(seeded_rows(n_users, dim, init_std, seed, 0))
+                self.item.weight.copy_(seeded_rows(n_items, dim, init_std, seed, 1))
+            else:
+                self.user.weight.normal_(0.0, init_std, generator=generator)
+                self.item.weight.normal_(0.0, init_std, generator=generator)
 
     @property
     def P(self) -> torch.Tensor:  # noqa: N802 - the paper's notation

@@ -16,14 +16,14 @@ def pretrain_mf(ctx: ReplayContext, params: dict) -> MF:
     """The initial MF W_{start-1}: trained on periods 0..retrain_start-1, shared by all MF methods."""
     ds = ctx.dataset
     model = MF(ds.n_users, ds.n_items, int(params.get("dim", 64)), float(params.get("init_std", 0.1)),
-               generator=ctx.generator("init-mf")).to(ctx.device)
+               seed=ctx.seed).to(ctx.device)
     last = ds.split.retrain_start - 1
     users, items = ctx.tensors(ds.upto(last))
     train_mf(model, users, items, n_items_seen=ctx.n_items_seen(last),
              epochs=int(params.get("epochs", 20)), batch_size=int(params.get("batch_size", 1024)),
              lr=float(params.get("lr", 0.01)), l2=float(params.get("l2", 1e-7)),
              generator=ctx.generator("pretrain"),
-             on_batch=(lambda f: ctx.progress("pretrain", f)) if ctx.progress else None)
+             on_batch=lambda f: (ctx.check(), ctx.progress and ctx.progress("pretrain", f)))
     return model
 
 

@@ -1,0 +1,266 @@
+"""The command-line contract: runs/export/datasets/methods/--help, the exported columns, and the
+metrics recomputed from the exported cases."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from sml_sim.evaluation import metrics_from_ranks
+
+RESULT_COLUMNS = ("run_id,dataset,source,method,period,split,n_cases,recall@5,recall@10,recall@20,ndcg@5,ndcg@10,"
+                  "ndcg@20,full_recall@20,full_ndcg@20,retrain_s,eval_s").split(",")
+CASE_COLUMNS = "run_id,method,period,user,item,sampled_rank,full_rank,user_type,item_type".split(",")
+METHODS = ["full", "fine", "spmf", "pop", "random"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, scenario_writer):
+    """One tiny run through `sml-sim run`, shared by the tests of this module."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("cli-run")
+    toml = scenario_writer(folder, "clirun", periods=8, split="5/1/2", retrain_start=2)
+    db = f"sqlite:///{folder}/run.db"
+    before = torch.get_num_threads()
+    try:
+        r = CliRunner().invoke(app, ["run", str(toml), "--db", db, "--threads", "1", "--out",
+                                     str(folder / "out.csv")])
+    finally:
+        torch.set_num_threads(before)
+    assert r.exit_code == 0, r.stderr + r.stdout
+    return {"db": db, "folder": folder, "stdout": r.stdout, "stderr": r.stderr}
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_prints_summary(finished_run):
+    out = finished_run["stdout"]
+    assert "source: csv (" in out
+    assert "mean over test periods" in out
+    assert "relative improvement" in out
+    assert "old user x old item" in out
+    for m in METHODS:
+        assert m in out
+    assert "status: finished" in out
+
+
+def test_runs_json_keys(cli, finished_run):
+    r = cli("runs", "--db", finished_run["db"], "--json")
+    assert r.exit_code == 0, r.stderr
+    runs = json.loads(r.stdout)
+    assert len(runs) == 1
+    run = runs[0]
+    assert {"run_id", "dataset", "source", "methods", "status", "last_period"} <= set(run)
+    assert run["run_id"] == 1 and run["dataset"] == "csv" and run["methods"] == METHODS
+    assert run["status"] == "finished" and run["last_period"] == 7
+    assert run["source"].startswith("csv (")
+    r = cli("runs", "--db", finished_run["db"])
+    assert r.exit_code == 0 and "finished" in r.stdout
+
+
+def test_export_results_columns(cli, finished_run, tmp_path):
+    out = tmp_path / "r.csv"
+    r = cli("export", "1", "--out", out, "--db", finished_run["db"])
+    assert r.exit_code == 0, r.stderr
+    rows = _read_csv(out)
+    assert set(RESULT_COLUMNS) <= set(rows[0])
+    assert len(rows) == len(METHODS) * 5  # periods 3..7
+    assert {r["method"] for r in rows} == set(METHODS)
+    assert sorted({int(r["period"]) for r in rows}) == [3, 4, 5, 6, 7]
+    assert {r["split"] for r in rows} == {"train", "validation", "test"}
+    for row in rows:
+        assert row["run_id"] == "1" and row["dataset"] == "csv"
+        for k in RESULT_COLUMNS[7:]:
+            float(row[k])
+        assert 0 <= float(row["recall@5"]) <= float(row["recall@10"]) <= float(row["recall@20"]) <= 1
+    # --out on `run` wrote the same results
+    assert _strip_timings(_read_csv(finished_run["folder"] / "out.csv")) == _strip_timings(rows)
+
+
+def _strip_timings(rows):
+    return [{k: v for k, v in r.items() if k not in ("retrain_s", "eval_s")} for r in rows]
+
+
+def test_export_cases_columns_and_recomputed_metrics(cli, finished_run, tmp_path):
+    res, cases = tmp_path / "r.csv", tmp_path / "c.csv"
+    assert cli("export", "1", "--out", res, "--db", finished_run["db"]).exit_code == 0
+    r = cli("export", "1", "--out", cases, "--cases", "--db", finished_run["db"])
+    assert r.exit_code == 0, r.stderr
+    case_rows = _read_csv(cases)
+    with open(cases) as f:
+        assert next(csv.reader(f)) == CASE_COLUMNS
+    groups = defaultdict(lambda: ([], []))
+    for c in case_rows:
+        assert c["user_type"] in ("old", "new") and c["item_type"] in ("old", "new")
+        s, fr = int(c["sampled_rank"]), int(c["full_rank"])
+        assert s >= 0 and fr >= 0
+        g = groups[(c["method"], int(c["period"]))]
+        g[0].append(s)
+        g[1].append(fr)
+    results = {(r["method"], int(r["period"])): r for r in _read_csv(res)}
+    assert set(groups) == set(results)
+    for key, (sampled, full) in groups.items():
+        row = results[key]
+        assert len(sampled) == int(row["n_cases"])
+        m = metrics_from_ranks(np.array(sampled), np.array(full))
+        for k in ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "full_recall@20",
+                  "full_ndcg@20"):
+            assert float(row[k]) == pytest.approx(m[k], abs=1e-6), (key, k)
+    # every method was scored on the same cases (shared by all methods)
+    by_period = defaultdict(dict)
+    for c in case_rows:
+        by_period[(int(c["period"]))].setdefault(c["method"], []).append((c["user"], c["item"], c["user_type"],
+                                                                           c["item_type"]))
+    for period, per_method in by_period.items():
+        first = next(iter(per_method.values()))
+        assert all(v == first for v in per_method.values()), period
+
+
+def test_cases_types_match_the_stream(cli, finished_run, tmp_path):
+    """old/new tags: a user (item) is new in a period when it was not seen in any earlier period."""
+    cases = tmp_path / "c.csv"
+    assert cli("export", "1", "--out", cases, "--cases", "--db", finished_run["db"]).exit_code == 0
+    rows = [r for r in _read_csv(cases) if r["method"] == "pop"]
+    first_user, first_item = {}, {}
+    for r in sorted(rows, key=lambda r: int(r["period"])):
+        p = int(r["period"])
+        first_user.setdefault(r["user"], p)
+        first_item.setdefault(r["item"], p)
+    # cases start at period 3, so a tag of 'new' implies the first appearance is in that very period
+    for r in rows:
+        if r["user_type"] == "new":
+            assert first_user[r["user"]] == int(r["period"])
+        if r["item_type"] == "new":
+            assert first_item[r["item"]] == int(r["period"])
+    assert any(r["user_type"] == "new" for r in rows)
+
+
+def test_export_unknown_run_exits_2(cli, finished_run, tmp_path, one_line_error):
+    r = cli("export", "42", "--out", tmp_path / "x.csv", "--db", finished_run["db"])
+    one_line_error(r, 2, contains="no run 42")
+
+
+def test_datasets_lists_all_six_protocols(cli):
+    r = cli("datasets")
+    assert r.exit_code == 0, r.stderr
+    names = {line.split()[0] for line in r.stdout.splitlines() if line.strip()}
+    assert {"yelp", "adressa", "movielens", "csv", "synthetic-yelp", "synthetic-adressa"} <= names
+
+
+def test_methods_lists_methods(cli):
+    r = cli("methods")
+    assert r.exit_code == 0, r.stderr
+    names = {line.split()[0] for line in r.stdout.splitlines() if line.strip()}
+    assert set(METHODS) <= names
+
+
+def test_help_for_every_command(cli):
+    r = cli("--help")
+    assert r.exit_code == 0 and "Usage" in r.stdout
+    commands = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    assert {"datasets", "ingest", "periods", "run", "runs", "export", "methods"} <= set(commands)
+    for name in commands:
+        r = cli(name, "--help")
+        assert r.exit_code == 0, (name, r.stderr)
+        assert "Usage" in r.stdout and name in r.stdout
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "movielens", "--methods", "full,nosuch"], "unknown method 'nosuch'"),
+    (["run", "movielens", "--methods", "pop,pop"], "listed twice"),
+    (["run", "movielens", "--device", "tpu"], "--device"),
+    (["run", "nosuchthing"], "neither a dataset"),
+    (["run", "movielens", "--resume", "1"], "not both"),
+    (["run"], "name a dataset"),
+    (["run", "--resume", "99"], "no run 99"),
+    (["run", "missing.toml"], "no scenario file"),
+])
+def test_run_bad_arguments_exit_2(cli, tmp_path, one_line_error, argv, needle):
+    r = cli(*argv, "--db", f"sqlite:///{tmp_path}/x.db")
+    one_line_error(r, 2, contains=needle)
+
+
+def test_bad_scenario_file_exits_2(cli, tmp_path, one_line_error):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dataset\nprotocol = 'csv'\n")
+    one_line_error(cli("run", bad, "--db", f"sqlite:///{tmp_path}/x.db"), 2, contains="not valid TOML")
+    bad.write_text("[dataset]\nprotocol = 'nope'\n")
+    one_line_error(cli("run", bad, "--db", f"sqlite:///{tmp_path}/x.db"), 2, contains="protocol")
+    bad.write_text("[dataset]\nprotocol = 'csv'\ncolour = 'red'\n")
+    one_line_error(cli("run", bad, "--db", f"sqlite:///{tmp_path}/x.db"), 2, contains="colour")
+
+
+def test_ingest_json_has_documented_keys(cli, tmp_path, toy_stream):
+    users, items, times = toy_stream(n=300)
+    path = tmp_path / "u.data"
+    path.write_text("".join(f"{u}\t{i}\t4\t{t}\n" for u, i, t in zip(users, items, times)))
+    r = cli("ingest", "movielens", "--data", path, "--db", f"sqlite:///{tmp_path}/i.db", "--periods", "6",
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout)
+    for key in ("dataset", "source", "interactions", "users", "items", "periods", "train", "validation", "test",
+                "retrain_start", "skipped_lines"):
+        assert key in s, key
+    for key in ("train", "validation", "test"):
+        assert isinstance(s[key], list) and len(s[key]) == 2
+    r = cli("ingest", "movielens", "--data", path, "--db", f"sqlite:///{tmp_path}/i.db", "--periods", "6")
+    assert r.exit_code == 0
+    assert "source:" in r.stdout and "per period:" in r.stdout
+
+
+def test_console_script_and_module_entry_points(sml_sim, tmp_path, one_line_error):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    p = sml_sim("--help")
+    assert p.returncode == 0 and "Usage" in p.stdout
+    p = sml_sim("periods", "movielens", "--db", f"sqlite:///{tmp_path}/fresh.db")
+    one_line_error(p, 2, contains="no dataset 'movielens'")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SML_SIM_DEBUG", None)
+    p = subprocess.run([sys.executable, "-m", "app.cli", "runs", "--db", "nosuchdialect://x"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=120)
+    one_line_error(p, 2)
+    p = subprocess.run([sys.executable, "-m", "app.cli", "datasets"], cwd=repo, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and "synthetic-adressa" in p.stdout
+
+
+def test_broken_pipe_is_quiet(monkeypatch, tmp_path):
+    """`sml-sim runs --json | head` must not end with an 'internal error' (main() means to swallow it)."""
+    import app.cli as cli_mod
+
+    class Sink(io.StringIO):
+        def close(self):
+            pass
+
+    sink = Sink()
+    monkeypatch.setattr(sys, "stderr", sink)
+    monkeypatch.setattr(sys, "argv", ["sml-sim", "runs", "--json", "--db", f"sqlite:///{tmp_path}/bp.db"])
+
+    def broken_print(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli_mod, "print", broken_print, raising=False)
+    try:
+        cli_mod.main()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    assert "internal error" not in sink.getvalue(), sink.getvalue()
+    assert code in (0, None, 141)

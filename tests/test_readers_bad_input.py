@@ -1,0 +1,232 @@
+"""Bad input: each gives exit code 2 and one clear line (or, where skipping is right, a count of what
+was skipped), never a traceback; a failed ingest leaves the store as it was."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sml_sim.data import DatasetSpec, load_dataset
+from sml_sim.data.base import DataError
+
+
+def _movielens_file(path, n=40, bad_lines=()):
+    lines = [f"{k % 7}\t{k % 11}\t3\t{1000 + 10 * k}" for k in range(n)]
+    for pos, text in bad_lines:
+        lines.insert(pos, text)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def populated_db(cli, tmp_path, db_counts):
+    """A store that already holds one dataset; returns (db url, db file, counts before)."""
+    db = tmp_path / "store.db"
+    src = _movielens_file(tmp_path / "good.data", n=80)
+    r = cli("ingest", "movielens", "--data", src, "--db", f"sqlite:///{db}", "--periods", "8", "--split", "5/1/2",
+            "--retrain-start", "2")
+    assert r.exit_code == 0, r.stderr
+    before = db_counts(db)
+    assert before["interactions"] == 80 and before["periods"] == 8 and before["datasets"] == 1
+    return f"sqlite:///{db}", db, before
+
+
+def _bad_inputs(tmp_path):
+    """(name, argv) of ingests that must fail with exit 2."""
+    empty_dir = tmp_path / "empty_dir"
+    empty_dir.mkdir()
+    missing_col = tmp_path / "missing_col.csv"
+    missing_col.write_text("user,item,stamp\na,b,1\nc,d,2\n")
+    bad_times = tmp_path / "bad_times.csv"
+    bad_times.write_text("user,item,time\n" + "".join(f"u{k},i{k},yesterday\n" for k in range(10)))
+    few = _movielens_file(tmp_path / "few.data", n=12)
+    sparse = tmp_path / "sparse.json"
+    sparse.write_text("".join(json.dumps({"user_id": f"u{k}", "business_id": f"b{k}",
+                                          "date": f"2019-01-0{1 + k % 9} 10:00:00"}) + "\n" for k in range(30)))
+    ok = _movielens_file(tmp_path / "ok.data", n=60)
+    return [
+        ("missing file", ["ingest", "movielens", "--data", tmp_path / "nope.data"], "no MovieLens ratings file"),
+        ("missing folder", ["ingest", "adressa", "--data", tmp_path / "nope_dir"], "no Adressa folder"),
+        ("folder with no day files", ["ingest", "adressa", "--data", empty_dir], "no Adressa day files"),
+        ("file instead of folder", ["ingest", "adressa", "--data", ok], "expected the folder"),
+        ("folder instead of file", ["ingest", "movielens", "--data", empty_dir], "is a folder"),
+        ("csv missing column", ["ingest", "csv", "--data", missing_col], "time"),
+        ("all timestamps unparsable", ["ingest", "csv", "--data", bad_times, "--time-format", "iso"],
+         "none of the 10 rows"),
+        ("nothing left after filtering", ["ingest", "yelp", "--data", sparse], "nothing is left"),
+        ("fewer interactions than periods", ["ingest", "movielens", "--data", few], "fewer than the 40 periods"),
+        ("bad split form", ["ingest", "movielens", "--data", ok, "--periods", "6", "--split", "4-1-1"],
+         "TRAIN/VALIDATION/TEST"),
+        ("split of two parts", ["ingest", "movielens", "--data", ok, "--periods", "6", "--split", "5/1"],
+         "TRAIN/VALIDATION/TEST"),
+        ("split not adding up", ["ingest", "movielens", "--data", ok, "--periods", "6", "--split", "3/1/1"],
+         "does not add up"),
+        ("retrain start outside training", ["ingest", "movielens", "--data", ok, "--periods", "6", "--split",
+                                            "4/1/1", "--retrain-start", "4"], "retraining start"),
+        ("too few periods", ["ingest", "movielens", "--data", ok, "--periods", "2"], "at least 4 periods"),
+        ("bad period length", ["ingest", "movielens", "--data", ok, "--period-length", "soon"], "period length"),
+        ("unknown dataset", ["ingest", "netflix", "--data", ok], "unknown dataset"),
+        ("csv without --data", ["ingest", "csv"], "needs --data"),
+        ("non-positive scale", ["ingest", "synthetic-yelp", "--scale", "0"], "--scale"),
+    ]
+
+
+def test_each_bad_input_exits_2_with_one_line(cli, tmp_path, one_line_error):
+    failures = []
+    for name, argv, needle in _bad_inputs(tmp_path):
+        r = cli(*argv, "--db", f"sqlite:///{tmp_path}/fresh.db")
+        try:
+            one_line_error(r, 2, contains=needle)
+        except AssertionError as exc:
+            failures.append(f"{name}: {exc}")
+    assert not failures, "\n".join(failures)
+
+
+def test_failed_ingests_leave_store_unchanged(cli, tmp_path, populated_db, db_counts):
+    url, db, before = populated_db
+    for name, argv, _ in _bad_inputs(tmp_path):
+        r = cli(*argv, "--db", url)
+        assert r.exit_code == 2, (name, r.stderr)
+        assert db_counts(db) == before, name
+
+
+def test_failed_ingest_does_not_create_a_store(cli, tmp_path):
+    db = tmp_path / "never.db"
+    r = cli("ingest", "movielens", "--data", tmp_path / "missing.data", "--db", f"sqlite:///{db}")
+    assert r.exit_code == 2
+    assert not db.exists()
+
+
+def test_ingest_failing_while_writing_leaves_store_as_it_was(cli, tmp_path, populated_db, db_counts):
+    """A failure while the periods are written (disk full, a lock, ctrl-C) must not leave a
+    half-registered dataset behind: `periods NAME` would then show an empty dataset. The failure is
+    made by the database itself (a trigger), whatever the code path."""
+    import sqlite3
+
+    url, db, before = populated_db
+    con = sqlite3.connect(db)
+    con.execute("CREATE TRIGGER simulated_disk_full BEFORE INSERT ON interactions WHEN NEW.dataset_id <> 1 "
+                "BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END")
+    con.commit()
+    con.close()
+    other = _movielens_file(tmp_path / "other.data", n=120)
+    r = cli("ingest", "movielens", "--data", other, "--db", url, "--periods", "6", "--split", "4/1/1",
+            "--retrain-start", "1")
+    assert r.exit_code != 0
+    assert "Traceback" not in r.stderr
+    assert db_counts(db) == before
+    r = cli("periods", "movielens", "--db", url, "--json")
+    assert len(json.loads(r.stdout)) == 8, "the latest dataset of that name must still be the complete one"
+
+
+# ------------------------------------------------------------------ skipped and counted
+
+
+def test_malformed_movielens_lines_are_skipped_and_counted(cli, tmp_path):
+    path = _movielens_file(tmp_path / "u.data", n=40, bad_lines=[(3, "garbage"), (10, "1\t2\t3\tnot-a-time"),
+                                                                  (20, "x\ty\tz\tw"), (25, "5\t6")])
+    r = cli("ingest", "movielens", "--data", path, "--db", f"sqlite:///{tmp_path}/m.db", "--periods", "4",
+            "--split", "2/1/1", "--retrain-start", "1", "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["interactions"] == 40
+    assert s["skipped_lines"] == 4
+    r = cli("ingest", "movielens", "--data", path, "--db", f"sqlite:///{tmp_path}/m.db", "--periods", "4",
+            "--split", "2/1/1", "--retrain-start", "1")
+    assert r.exit_code == 0
+    assert "skipped lines: 4" in r.stdout
+
+
+def _yelp_lines(n):
+    return [json.dumps({"review_id": str(k), "user_id": f"u{k % 5}", "business_id": f"b{k % 3}",
+                        "date": f"2019-02-{1 + k % 27:02d} 0{k % 10}:00:00"}) for k in range(n)]
+
+
+def test_yelp_truncated_last_line_is_skipped(tmp_path):
+    lines = _yelp_lines(50)
+    path = tmp_path / "review.json"
+    path.write_text("\n".join(lines) + "\n" + lines[0][:37])  # cut off mid-record, no newline
+    ds = load_dataset(DatasetSpec(protocol="yelp", data=str(path), min_user_interactions=1,
+                                  min_item_interactions=1, periods=5, split="3/1/1", retrain_start=1))
+    assert len(ds.users) == 50
+    assert ds.skipped_lines == 1
+    assert any("skipped 1" in n for n in ds.notes)
+
+
+def test_yelp_malformed_lines_are_skipped(tmp_path):
+    lines = _yelp_lines(30)
+    lines.insert(4, "{not json")
+    lines.insert(8, json.dumps({"user_id": "u1", "date": "2019-02-01 00:00:00"}))  # no business_id
+    lines.insert(12, json.dumps({"user_id": "u1", "business_id": "b1", "date": "someday"}))
+    lines.insert(14, json.dumps({"user_id": 7, "business_id": "b1", "date": "2019-02-01 00:00:00"}))
+    lines.insert(16, "")
+    path = tmp_path / "review.json"
+    path.write_text("\n".join(lines) + "\n")
+    ds = load_dataset(DatasetSpec(protocol="yelp", data=str(path), min_user_interactions=1,
+                                  min_item_interactions=1, periods=5, split="3/1/1", retrain_start=1))
+    assert len(ds.users) == 30
+    assert ds.skipped_lines == 4
+
+
+def test_unparsable_timestamps_skipped_and_counted(cli, tmp_path):
+    rows = [f"u{k % 4},i{k % 6},2021-01-{1 + k % 28:02d}T10:00:00" for k in range(30)]
+    rows[5] = "u1,i1,not-a-date"
+    rows[9] = "u2,i2,"
+    rows[17] = "u3,i3,2021-13-45T99:00:00"
+    path = tmp_path / "t.csv"
+    path.write_text("user,item,time\n" + "\n".join(rows) + "\n")
+    r = cli("ingest", "csv", "--data", path, "--time-format", "iso", "--periods", "5", "--split", "3/1/1",
+            "--retrain-start", "1", "--db", f"sqlite:///{tmp_path}/t.db", "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["interactions"] == 27 and s["skipped_lines"] == 3
+
+
+def test_csv_short_rows_and_missing_ids_skipped(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("user,item,time\n" + "\n".join(
+        ["a,x,10", "b,y", ",z,30", "c,,40", "d,w,50", "e,v,60", "f,u,70", "g,t,80"]) + "\n")
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, split="2/1/1", retrain_start=1))
+    assert len(ds.users) == 5 and ds.skipped_lines == 3
+
+
+def test_csv_missing_column_message_names_it(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("user,item,when\na,b,1\n")
+    with pytest.raises(DataError, match="no time column 'time'"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(path)))
+
+
+# ------------------------------------------------------------------ bad --db
+
+
+@pytest.mark.parametrize("url_kind", ["unknown dialect", "missing folder", "not a url", "a folder"])
+def test_bad_db_url_exits_2(cli, tmp_path, one_line_error, url_kind):
+    url = {
+        "unknown dialect": "nosuchdb://user@host/x",
+        "missing folder": f"sqlite:///{tmp_path}/no/such/folder/x.db",
+        "not a url": "sqlite:::://",
+        "a folder": f"sqlite:///{tmp_path}",
+    }[url_kind]
+    for argv in (["runs"], ["periods", "movielens"]):
+        r = cli(*argv, "--db", url)
+        one_line_error(r, 2)
+    ok = _movielens_file(tmp_path / "ok.data", n=60)
+    r = cli("ingest", "movielens", "--data", ok, "--periods", "6", "--db", url)
+    one_line_error(r, 2)
+
+
+def test_db_file_that_is_not_a_database_exits_2(cli, tmp_path, one_line_error):
+    junk = tmp_path / "junk.db"
+    junk.write_text("this is not an SQLite database, just some text that is long enough to have a header\n")
+    r = cli("runs", "--db", f"sqlite:///{junk}")
+    one_line_error(r, 2)
+
+
+def test_bad_input_in_a_real_process_is_one_line(sml_sim, tmp_path, one_line_error):
+    p = sml_sim("ingest", "movielens", "--data", tmp_path / "absent.data", "--db", f"sqlite:///{tmp_path}/p.db")
+    line = one_line_error(p, 2, contains="no MovieLens ratings file")
+    assert str(tmp_path / "absent.data") in line
+    p = sml_sim("ingest", "adressa", "--data", tmp_path, "--db", f"sqlite:///{tmp_path}/p.db")
+    one_line_error(p, 2, contains="holds no Adressa day files")
