@@ -49,14 +49,23 @@ class CaseSet:
     def __len__(self) -> int:
         return len(self.users)
 
-    def history_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row position in ``rows``, item) for every history item of the given cases."""
-        lu = self.case_local_user[rows]
-        starts, ends = self.hist_indptr[lu], self.hist_indptr[lu + 1]
-        counts = ends - starts
-        row_idx = np.repeat(np.arange(len(rows)), counts)
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        return row_idx, self.hist_item[np.repeat(starts, counts) + within]
+    def tensor(self, name: str, device: torch.device) -> torch.Tensor:
+        """A case array as a tensor on ``device``, uploaded once per period (not per chunk)."""
+        cache = self.__dict__.setdefault("_tensors", {})
+        key = (name, str(device))
+        if key not in cache:
+            cache[key] = torch.as_tensor(np.ascontiguousarray(getattr(self, name)), device=device)
+        return cache[key]
+
+    def history_pairs(self, lo: int, hi: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row - lo, item) for every history item of the cases lo..hi-1."""
+        indptr = self.tensor("hist_indptr", device)
+        lu = self.tensor("case_local_user", device)[lo:hi]
+        starts = indptr[lu]
+        counts = indptr[lu + 1] - starts
+        row_idx = torch.repeat_interleave(torch.arange(hi - lo, device=device), counts)
+        first = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
+        return row_idx, self.tensor("hist_item", device)[first + torch.arange(len(first), device=device)]
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -152,8 +161,10 @@ def rank_cases(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: in
     given cases against items 0..n_items-1 (the universe). One matrix product per chunk for MF.
     """
     n, m = len(cases), cases.n_universe
-    sampled = np.empty(n, dtype=np.int32)
-    full = np.empty(n, dtype=np.int32)
+    sampled_parts: list[torch.Tensor] = []
+    full_parts: list[torch.Tensor] = []
+    if n == 0:
+        return Ranks(np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32))
     chunk = max(1, min(n, max_chunk_elems // max(1, m)))
     for lo in range(0, n, chunk):
         rows = np.arange(lo, min(n, lo + chunk))
@@ -161,26 +172,27 @@ def rank_cases(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: in
         scores = scorer.score(cases, rows, m).to(device=device, dtype=torch.float32)
         if scores.shape != (b, m):
             raise ScoringError(f"scorer returned shape {tuple(scores.shape)}, expected {(b, m)}")
-        ar = torch.arange(b, device=device)
-        pos_items = torch.as_tensor(cases.items[rows], device=device)
-        pos = scores[ar, pos_items].clone()
+        hi = lo + b
+        pos = scores[torch.arange(b, device=device), cases.tensor("items", device)[lo:hi]].clone()
         if not torch.isfinite(pos).all():
             raise ScoringError("non-finite scores (NaN or inf) for test positives")
-        neg_idx = torch.as_tensor(cases.negatives[rows], device=device)
+        neg_idx = cases.tensor("negatives", device)[lo:hi]
         valid = neg_idx >= 0
         neg = scores.gather(1, neg_idx.clamp(min=0))
         # The user's interacted items (the positive among them) leave the full ranking.
-        h_rows, h_items = cases.history_pairs(rows)
-        scores[torch.as_tensor(h_rows, device=device), torch.as_tensor(h_items, device=device)] = float("-inf")
-        u = torch.as_tensor(cases.tie_break[rows], device=device)
+        h_rows, h_items = cases.history_pairs(lo, hi, device)
+        scores[h_rows, h_items] = float("-inf")
+        u = cases.tensor("tie_break", device)[lo:hi]
         p = pos[:, None]
         full_gt = (scores > p).sum(1)
         full_eq = (scores == p).sum(1)
         s_gt = ((neg > p) & valid).sum(1)
         s_eq = ((neg == p) & valid).sum(1)
-        full[lo:lo + b] = (full_gt + torch.floor(u * (full_eq + 1)).long()).cpu().numpy()
-        sampled[lo:lo + b] = (s_gt + torch.floor(u * (s_eq + 1)).long()).cpu().numpy()
-    return Ranks(sampled, full)
+        full_parts.append(full_gt + torch.floor(u * (full_eq + 1)).long())
+        sampled_parts.append(s_gt + torch.floor(u * (s_eq + 1)).long())
+    # One copy to the host per period and method, not per chunk.
+    return Ranks(torch.cat(sampled_parts).cpu().numpy().astype(np.int32),
+                 torch.cat(full_parts).cpu().numpy().astype(np.int32))
 
 
 def metrics_from_ranks(sampled: np.ndarray, full: np.ndarray, ks=KS) -> dict[str, float]:

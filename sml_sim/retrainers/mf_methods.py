@@ -49,8 +49,8 @@ class MFRetrainer(Retrainer):
 
     @torch.no_grad()
     def score(self, cases, rows: np.ndarray, n_items: int) -> torch.Tensor:
-        users = torch.as_tensor(cases.users[rows], device=self.ctx.device)
-        return self.model.user.weight[users] @ self.model.item.weight[:n_items].T
+        users = cases.tensor("users", self.ctx.device)[int(rows[0]):int(rows[-1]) + 1]  # rows are contiguous
+        return self.model.P[users] @ self.model.Q[:n_items].T
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict()}

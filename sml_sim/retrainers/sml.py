@@ -102,6 +102,7 @@ class SML(Retrainer):
         self.W_hat: dict[str, torch.Tensor] | None = None  # W_hat_{t-1}
         self.w_hat_opt: dict[str, RowAdam] | None = None
         self.trained_upto = ctx.dataset.split.retrain_start - 1
+        self.rows_trained = 0
 
     def _make_transfer(self, dim: int):
         kind = self.hp("transfer")
@@ -144,7 +145,7 @@ class SML(Retrainer):
 
         through = self.hp("w_hat_through_transfer")
         l1 = self.hp("l1")
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=dev), 0
         for u, i, j in self._batches(data, self.hp("batch_w_hat"), epochs, gen, negatives):
             rows, iu, ii, ij = self._batch_rows(u, i, j)
             self.rows_trained += sum(len(rows[g]) for g in GROUPS) if through else 0
@@ -159,10 +160,10 @@ class SML(Retrainer):
             grads = torch.autograd.grad(loss + reg, [hat["user"], hat["item"]])
             for g, grad in zip(GROUPS, grads):
                 opt[g].step(rows[g], grad, unique=True)
-            total += float(loss.detach())
+            total += loss.detach()  # summed on the device: no host sync per batch
             count += 1
             tick()
-        return total / max(1, count)
+        return float(total) / max(1, count)
 
     def _step2(self, t: int, data: PeriodData, W_prev, W_hat, epochs: int, tick) -> float:
         """Learn Theta on ``data`` with W_hat constant (eq. 10-11, first-order)."""
@@ -178,19 +179,17 @@ class SML(Retrainer):
         dev = self.ctx.device
 
         def negatives(u, g):
-            # Uniform over the period's items, excluding the user's positives there (redrawn twice).
+            # Uniform over the period's items, excluding the user's positives there: clashes are
+            # redrawn twice (no host sync to test for them; a rare clash may survive).
             j = present[torch.randint(0, len(present), (len(u),), generator=g, device=dev)]
             for _ in range(2):
                 key = u * n_items + j
                 pos = torch.searchsorted(pos_keys, key).clamp(max=len(pos_keys) - 1)
-                clash = pos_keys[pos] == key
-                if not bool(clash.any()):
-                    break
-                j = torch.where(clash, present[torch.randint(0, len(present), (len(u),), generator=g,
-                                                             device=dev)], j)
+                redraw = present[torch.randint(0, len(present), (len(u),), generator=g, device=dev)]
+                j = torch.where(pos_keys[pos] == key, redraw, j)
             return j
 
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=dev), 0
         for u, i, j in self._batches(data, self.hp("batch_theta"), epochs, gen, negatives):
             rows, iu, ii, ij = self._batch_rows(u, i, j)
             self.rows_trained += sum(len(rows[g]) for g in GROUPS)
@@ -200,10 +199,10 @@ class SML(Retrainer):
             self.theta_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.theta_opt.step()
-            total += float(loss.detach())
+            total += loss.detach()
             count += 1
             tick()
-        return total / max(1, count)
+        return float(total) / max(1, count)
 
     def theta_opt_steps(self) -> int:
         states = list(self.theta_opt.state.values()) if self.theta_opt is not None else []
@@ -295,7 +294,7 @@ class SML(Retrainer):
 
     @torch.no_grad()
     def score(self, cases, rows: np.ndarray, n_items: int) -> torch.Tensor:
-        users = torch.as_tensor(cases.users[rows], device=self.ctx.device)
+        users = cases.tensor("users", self.ctx.device)[int(rows[0]):int(rows[-1]) + 1]  # rows are contiguous
         return self.W["user"][users] @ self.W["item"][:n_items].T
 
     def state_dict(self) -> dict:
