@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/sml-sim run demo
+	.venv/bin/sml-sim replay demo
 
 test: setup
 	.venv/bin/python -m pytest -q

@@ -230,7 +230,8 @@ MethodsOpt = Annotated[str | None, typer.Option("--methods", help="Comma-separat
                                                 "pop,random (see `sml-sim methods`).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda [default: auto].",
                                                show_default=False)]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads [default: all cores].",
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads [default: all cores for run, "
+                                                "all but one for replay, so the UI keeps a core].",
                                                 show_default=False)]
 
 

@@ -62,6 +62,8 @@ class Replay:
         dataset = load_dataset(config.dataset, progress=progress)
         dataset_id = store.register_dataset(dataset, fingerprint(dataset.params, dataset.source))
         run_id = store.create_run(dataset_id, config.scenario, config.as_dict(), config.methods, config.seed, device)
+        # Leftovers of a deleted database of the same name must not be loaded into this run.
+        shutil.rmtree(checkpoint_root(store) / f"run-{run_id}", ignore_errors=True)
         return cls(store, run_id, config, dataset, dataset_id, cancel)
 
     @classmethod

@@ -1,0 +1,703 @@
+"""The live replay app: `sml-sim replay DATASET_OR_SCENARIO`.
+
+Concurrency (see the design notes): loading the dataset, pre-training and every period step run in
+named thread workers of the group ``replay``, one at a time; stepping is disabled while one runs.
+The engine reports on the worker thread through its listener interface; ``_Forwarder`` turns each
+event into a typed message (progress throttled to about ten per second) and posts it. Only the
+message handlers below touch widgets. Quitting sets the replay's cancel event: the engine raises
+``Cancelled`` at its next batch, nothing of the running step is committed, every committed period
+stays, and the app exits.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.markup import escape
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Footer, RichLog, Static
+from textual.worker import Worker, WorkerState
+
+from app.tui import model
+from app.tui.messages import (
+    LoadProgress,
+    MethodScored,
+    MethodStarted,
+    PeriodArrived,
+    ReplayLoaded,
+    ReplayPrepared,
+    RunView,
+    StepDone,
+    StepProgress,
+)
+from app.tui.model import MetricChoice
+from app.tui.screens import HelpScreen, MethodsScreen
+from app.tui.widgets import ActivityBar, PeriodChart, ReplayHeader, ResultsTable
+
+WIDE = 120  # columns from which both charts and the table's status column are shown
+SWITCH_INTERVAL = 0.001  # seconds; see run_replay_app
+CHART_EVERY = 2.0  # seconds between chart redraws while results stream in (see schedule_refresh)
+
+CSS = """
+Screen {
+    layout: vertical;
+}
+#charts {
+    height: 1fr;
+    min-height: 8;
+}
+#metric-chart {
+    width: 3fr;
+}
+#timing-chart {
+    width: 2fr;
+}
+#bottom {
+    height: auto;
+}
+#table-box {
+    width: 3fr;
+    height: auto;
+}
+#table-title {
+    height: 1;
+    padding: 0 1;
+    color: $text-muted;
+    text-wrap: nowrap;
+    text-overflow: ellipsis;
+}
+#failures {
+    height: auto;
+    max-height: 3;
+    padding: 0 1;
+    color: $error;
+    display: none;
+}
+#failures.-shown {
+    display: block;
+}
+#log {
+    width: 2fr;
+    height: 12;
+    border-left: vkey $panel-lighten-2;
+    padding: 0 1;
+    scrollbar-size-vertical: 1;
+    overflow-x: hidden;
+}
+Screen.-narrow #timing-chart {
+    display: none;
+}
+Screen.-narrow.-timing #timing-chart {
+    display: block;
+}
+Screen.-narrow.-timing #metric-chart {
+    display: none;
+}
+Screen.-narrow #bottom {
+    layout: vertical;
+}
+Screen.-narrow #table-box {
+    width: 1fr;
+}
+Screen.-narrow #log {
+    width: 1fr;
+    height: 4;
+    border-left: none;
+    border-top: hkey $panel-lighten-2;
+    padding: 0 1;
+}
+Screen.-narrow.-short #log {
+    height: 3;
+}
+Screen.-narrow.-short ResultsTable {
+    max-height: 8;
+}
+"""
+
+# Actions that only make sense on the main screen (not behind a modal).
+MAIN_ACTIONS = {"step", "autoplay", "to_test", "cycle_kind", "cycle_k", "toggle_full", "toggle_chart", "export",
+                "methods", "help"}
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _Forwarder:
+    """Engine listener (runs on the worker thread): events in, messages out.
+
+    Progress is throttled to one message per ``interval`` seconds (plus every change of task), and
+    honours the cancel event during pre-training too, where the engine itself does not check it.
+    """
+
+    def __init__(self, app: ReplayApp, cancel: threading.Event, interval: float = 0.1):
+        from sml_sim import engine
+        from sml_sim.retrainers.base import Cancelled
+
+        self.app = app
+        self.cancel = cancel
+        self.interval = interval
+        self.engine = engine
+        self.Cancelled = Cancelled
+        self._last_task: str | None = None
+        self._last_post = 0.0
+
+    def __call__(self, event) -> None:
+        e = self.engine
+        post = self.app.post_message
+        if isinstance(event, e.Progress):
+            if self.cancel.is_set():
+                raise self.Cancelled()
+            now = time.monotonic()
+            if event.task != self._last_task or now - self._last_post >= self.interval or event.fraction >= 1.0:
+                self._last_task, self._last_post = event.task, now
+                post(StepProgress(event.period, event.task, float(event.fraction)))
+        elif isinstance(event, e.MethodResult):
+            post(MethodScored(self.app.result_row(event)))
+        elif isinstance(event, e.MethodStarted):
+            self._last_task = None
+            post(MethodStarted(event.period, event.method))
+        elif isinstance(event, e.PeriodArrived):
+            post(PeriodArrived(event.period))
+        elif isinstance(event, e.StepFinished):
+            post(StepDone(event.period))
+
+
+class ReplayApp(App):
+    """Step a replay period by period and watch metrics, timings and failures live."""
+
+    TITLE = "sml-sim replay"
+    CSS = CSS
+    ENABLE_COMMAND_PALETTE = False
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    BINDINGS = [
+        Binding("space", "step", "step", show=False),
+        Binding("n", "step", "step"),
+        Binding("a", "autoplay", "auto"),
+        Binding("t", "to_test", "test"),
+        Binding("r", "cycle_kind", "R/N"),
+        Binding("k", "cycle_k", "K"),
+        Binding("f", "toggle_full", "full"),
+        Binding("c", "toggle_chart", "chart"),
+        Binding("e", "export", "csv"),
+        Binding("m", "methods", "methods"),
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("q", "quit", "quit"),
+    ]
+
+    # The converter from engine results to table rows; a test may freeze its timings.
+    result_row = staticmethod(model.result_row)
+
+    def __init__(self, *, store, config=None, run_id: int | None = None, threads: int | None = None,
+                 export_dir: Path | str | None = None, auto_first_step: bool = True):
+        super().__init__()
+        if (config is None) == (run_id is None):
+            raise ValueError("give exactly one of config (a new run) or run_id (resume)")
+        self.store = store
+        self.config = config
+        self.requested_run = run_id
+        self.threads = threads
+        self.export_dir = Path(export_dir) if export_dir is not None else None
+        self.auto_first_step = auto_first_step
+        self.cancel = threading.Event()
+        self.replay = None  # db.replay.Replay, once loaded
+        self.view: RunView | None = None
+        self.results: list[dict] = []
+        self.choice = MetricChoice()
+        self.hidden: set[str] = set()
+        self.phase = "loading"  # loading | preparing | ready | stepping | finished | error
+        self.busy = False
+        self.goal: int | None = None  # last period to retrain on while autoplaying / running to test
+        self.goal_name = ""
+        self.clock: int | None = None
+        self.fatal_error: str | None = None
+        self.last_export: Path | None = None
+        self.steps_done = 0
+        self._binding_state: tuple = ()
+        self._table_owed = False
+        self._charts_owed = False
+        self._charts_drawn_at = 0.0
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield ReplayHeader(id="header")
+        with Horizontal(id="charts"):
+            yield PeriodChart("metric", id="metric-chart")
+            yield PeriodChart("retrain seconds", id="timing-chart")
+        with Horizontal(id="bottom"):
+            with Vertical(id="table-box"):
+                yield Static("", id="table-title")
+                yield ResultsTable(id="table")
+                yield Static("", id="failures")
+            yield RichLog(id="log", markup=True, wrap=True, max_lines=1000, min_width=20)
+        yield ActivityBar(id="activity")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(ReplayHeader).show(None, None, "loading the dataset...")
+        self.query_one("#charts").loading = True
+        what = f"run {self.requested_run}" if self.config is None else self.config.dataset.protocol
+        self.activity(f"loading {what}...", 0.0)
+        self.log_line(f"opening {escape(what)}; torch threads: {self.threads or 'default'}")
+        self.busy = True
+        self._load_worker()
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # see on_replay_prepared
+
+    # ------------------------------------------------------------------ workers
+
+    @work(thread=True, group="replay", exit_on_error=False, name="load", description="load the dataset, pre-train")
+    def _load_worker(self) -> str:
+        from db.replay import Replay
+        from sml_sim.retrainers.base import Cancelled
+
+        cancel = self.cancel
+        last = [0.0]
+
+        def on_read(done, total) -> None:
+            if cancel.is_set():
+                raise Cancelled()
+            now = time.monotonic()
+            if total and now - last[0] >= 0.1:
+                last[0] = now
+                self.post_message(LoadProgress(min(1.0, done / total)))
+
+        try:
+            if self.config is not None:
+                replay = Replay.new(self.store, self.config, progress=on_read, cancel=cancel)
+            else:
+                replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel)
+        except Cancelled:
+            return "cancelled"
+        replay.engine.subscribe(_Forwarder(self, cancel))
+        ds = replay.dataset
+        view = RunView(
+            run_id=replay.run_id, dataset=ds.name, source=ds.source, synthetic=bool(ds.is_synthetic),
+            device=str(replay.engine.device), n_periods=ds.n_periods, split=ds.split.as_dict(),
+            methods=list(replay.config.methods),
+        )
+        self.post_message(ReplayLoaded(view, self.store.results(replay.run_id), replay))
+        if not replay.engine.finished:
+            try:
+                replay.engine.prepare()
+            except Cancelled:
+                return "cancelled"
+        self.post_message(ReplayPrepared())
+        return "ready"
+
+    @work(thread=True, group="replay", exit_on_error=False, name="step", description="retrain and score one period")
+    def _step_worker(self) -> str:
+        from sml_sim.retrainers.base import Cancelled
+
+        replay = self.replay
+        try:
+            replay.engine.step()
+        except Cancelled:
+            return "cancelled"
+        if replay.engine.finished:
+            replay.finish()
+            return "finished"
+        return "stepped"
+
+    @work(thread=True, group="export", exit_on_error=False, name="export", description="export CSV")
+    def _export_worker(self, path: Path) -> tuple[Path, int]:
+        from sml_sim import report
+
+        view = self.view
+        results = self.store.results(view.run_id)
+        n = report.write_results_csv(path, report.ExportMeta(view.run_id, view.dataset, view.source), results)
+        return path, n
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if self.cancel.is_set():  # quitting: the widgets may be gone already
+            return
+        if worker.group == "export":
+            if event.state == WorkerState.SUCCESS:
+                path, n = worker.result
+                self.last_export = path
+                self.log_line(f"[green]exported {n} result rows to {escape(str(path))}[/]")
+                self.notify(f"{n} rows written to {path}", title="CSV exported", markup=False)
+            elif event.state == WorkerState.ERROR:
+                self.report_error("export failed", worker.error)
+            return
+        if worker.group != "replay" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                                            WorkerState.CANCELLED):
+            return
+        self.busy = False
+        if event.state == WorkerState.ERROR:
+            self.goal = None
+            if worker.name == "load":
+                self.phase = "error"
+                self.query_one("#charts").loading = False
+                self.report_error("could not open the replay", worker.error)
+            else:
+                self.phase = "ready"
+                self.report_error("the step failed (nothing of it was committed; press n to retry)",
+                                  worker.error)
+            self.update_status()
+            return
+        result = worker.result if event.state == WorkerState.SUCCESS else "cancelled"
+        if result == "cancelled":
+            self.phase = "ready"
+            self.log_line("[yellow]step cancelled: nothing of it was committed[/]")
+            self.update_status()
+            return
+        if worker.name == "load":
+            self.query_one("#charts").loading = False
+            finished = self.replay.engine.finished
+            self.phase = "finished" if finished else "ready"
+            self.update_status()
+            if finished:
+                self.log_line("this run is finished: every period is scored (e exports it)")
+            elif self.auto_first_step and not self.results:
+                self.start_step()
+            return
+        self.steps_done += 1
+        if result == "finished":
+            self.phase = "finished"
+            if self.goal is not None:
+                self.log_line(f"{self.goal_name} stopped: the last period is scored")
+            self.goal = None
+            self.log_line("[bold green]run finished[/]: every period is scored; e exports the results")
+            self.notify("every period is scored", title="run finished")
+        else:
+            self.phase = "ready"
+            if self.goal is not None and self.replay.engine.next_step <= self.goal:
+                self.start_step()
+                return
+            if self.goal is not None:
+                self.log_line(f"{self.goal_name} done")
+                self.goal = None
+        self.update_status()
+
+    def start_step(self) -> bool:
+        if self.busy or self.phase not in ("ready",) or self.replay is None:
+            return False
+        if self.replay.engine.finished:
+            self.phase = "finished"
+            self.update_status()
+            return False
+        self.busy = True
+        self.phase = "stepping"
+        t = self.replay.engine.next_step
+        self.activity(f"period {t}: starting", 0.0)
+        self.update_bindings()
+        self._step_worker()
+        return True
+
+    # ------------------------------------------------------------------ messages from the workers
+
+    def on_load_progress(self, message: LoadProgress) -> None:
+        self.activity(f"reading the data {message.fraction:.0%}", message.fraction)
+
+    def on_replay_loaded(self, message: ReplayLoaded) -> None:
+        self.replay = message.replay
+        self.view = message.view
+        self.results = list(message.results)
+        self.phase = "preparing"
+        if self.results:
+            self.clock = max(r["period"] for r in self.results)
+        new = self.config is not None
+        self.log_line(f"run {self.view.run_id} {'started' if new else 'resumed'}: {escape(self.view.dataset)}, "
+                      f"methods {escape(', '.join(self.view.methods))}"
+                      + ("" if new else f", {len(self.results)} results already committed"))
+        if self.view.synthetic:
+            self.log_line(f"[black on yellow] SYNTHETIC [/] {escape(self.view.source)}")
+        self.activity("replaying the periods before retraining, pre-training the initial model", 0.0)
+        self.refresh_views()
+        self.update_status()
+
+    def on_replay_prepared(self, message: ReplayPrepared) -> None:
+        self.log_line("initial model ready")
+        # Everything loaded so far (dataset, models, widgets) lives as long as the app: keep it out
+        # of the cyclic collector's full passes, which otherwise stall the UI now and then.
+        gc.freeze()
+
+    def on_period_arrived(self, message: PeriodArrived) -> None:
+        self.clock = message.period
+        self.update_status()
+
+    def on_method_started(self, message: MethodStarted) -> None:
+        self.activity(Text.assemble(("training ", ""), (message.method, "bold"),
+                                    f" on period {message.period} (scored on {message.period + 1})"), 0.0)
+
+    def on_step_progress(self, message: StepProgress) -> None:
+        task = message.task
+        if task == "pretrain":
+            text = Text.assemble("pre-training the initial model on periods before ",
+                                 str(self.view.split["retrain_start"] if self.view else "the start"))
+        elif task.endswith(": evaluate"):
+            method = task.split(":")[0]
+            text = Text.assemble(("scoring ", ""), (method, "bold"), f" on period {message.period + 1}")
+        else:
+            text = Text.assemble(("training ", ""), (task, "bold"), f" on period {message.period}")
+        self.activity(text, message.fraction)
+
+    def on_method_scored(self, message: MethodScored) -> None:
+        row = message.row
+        model.merge_result(self.results, row)
+        if row["status"] == "failed":
+            self.log_line(f"[bold red]{escape(row['method'])} failed at period {row['period']}[/]: "
+                          f"{escape(str(row['error']))} (the other methods go on)")
+            self.notify(f"{row['method']}: {row['error']}", title="method failed", severity="error", timeout=8,
+                        markup=False)
+            if self.goal is not None:
+                self.log_line(f"{self.goal_name} stopped because {row['method']} failed")
+                self.goal = None
+        self.schedule_refresh()
+
+    def on_step_done(self, message: StepDone) -> None:
+        period = message.period
+        split = self.view.split_of(period) if self.view else ""
+        if self.refresh_pending:  # the period is complete: draw it all now
+            self.refresh_views()
+        summary = model.step_summary(self.results, period, self.choice, self.view.methods if self.view else None)
+        self.activity(f"period {period} scored", 1.0)
+        self.log_line(f"[b]period {period}[/] {split}: {self.choice.short} {escape(summary)}")
+
+    # ------------------------------------------------------------------ views
+
+    def log_line(self, text: str) -> None:
+        self.query_one("#log", RichLog).write(text)
+
+    def activity(self, text: str | Text, fraction: float | None = None) -> None:
+        self.query_one(ActivityBar).say(text, fraction)
+
+    def report_error(self, what: str, error: BaseException | None) -> None:
+        reason = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+        reason = reason.strip().splitlines()[0][:300] if reason.strip() else reason
+        self.fatal_error = reason
+        self.log_line(f"[bold red]{what}[/]: {escape(reason)}")
+        self.notify(f"{what}: {reason}", title="error", severity="error", timeout=10, markup=False)
+        self.activity(Text(f"error: {reason}", style="red"))
+
+    def visible_methods(self) -> list[str]:
+        methods = self.view.methods if self.view else []
+        return [m for m in methods if m not in self.hidden]
+
+    def schedule_refresh(self) -> None:
+        """Redraw after a result: the table once per burst (each method's result arrives alone), the
+        charts at most every CHART_EVERY seconds while a step runs (and at its end, see on_step_done):
+        a plot costs tens of milliseconds of the one interpreter lock the UI shares with training."""
+        if not self._table_owed:
+            self._table_owed = True
+            self.set_timer(0.1, self._flush_table)
+        if not self._charts_owed:
+            self._charts_owed = True
+            wait = CHART_EVERY - (time.monotonic() - self._charts_drawn_at)
+            self.set_timer(max(0.1, wait), self._flush_charts)
+
+    @property
+    def refresh_pending(self) -> bool:
+        """Results have arrived that the table or the charts do not show yet."""
+        return self._table_owed or self._charts_owed
+
+    def _flush_table(self) -> None:
+        if self._table_owed:
+            self.refresh_views(charts=False)
+
+    def _flush_charts(self) -> None:
+        if self._charts_owed:
+            self.refresh_views()
+
+    def refresh_views(self, charts: bool = True) -> None:
+        self._table_owed = False
+        if charts:
+            self._charts_owed = False
+        if self.view is None:
+            return
+        methods = self.visible_methods()
+        colors = model.method_colors(self.view.methods)
+        choice = self.choice
+        table = model.results_table(self.results, methods, choice)
+        wide = self.screen.size.width >= WIDE
+        with self.batch_update():
+            self.query_one(ResultsTable).show(table, choice, colors, wide)
+            ref = table.reference or "sml/best"
+            hidden = f" · hidden: {', '.join(sorted(self.hidden))}" if self.hidden else ""
+            title = (f"{choice.label} · test = mean of {table.n_test} period{'' if table.n_test == 1 else 's'}"
+                     f" · RI % = {ref} vs row{hidden}")
+            label = self.query_one("#table-title", Static)
+            if title != str(label.content):
+                label.update(Text(title), layout=False)  # a fixed line: no relayout
+            failures = self.query_one("#failures", Static)
+            failed = [r for r in table.rows if r.failed]
+            text = "\n".join(f"x {r.method} failed at period {r.period.split()[0]}: {r.error}" for r in failed)
+            if text != str(failures.content):
+                failures.update(Text(text))  # reasons are plain text, never markup
+                failures.set_class(bool(failed), "-shown")
+            if not charts:
+                return
+            self._charts_drawn_at = time.monotonic()
+            self.query_one("#metric-chart", PeriodChart).set_data(
+                model.metric_series(self.results, choice.key, methods),
+                title=f"{choice.short}{'' if choice.full else ' sampled'} [r/k/f]", view=self.view, colors=colors)
+            self.query_one("#timing-chart", PeriodChart).set_data(
+                model.timing_series(self.results, methods), title="retrain seconds",
+                view=self.view, colors=colors)
+
+    def update_status(self) -> None:
+        status = {
+            "loading": "loading...", "preparing": "pre-training...", "stepping": "retraining...",
+            "finished": "finished", "error": "error", "ready": "",
+        }[self.phase]
+        if self.goal is not None and self.phase in ("stepping", "ready"):
+            status = f"{self.goal_name} {status}".strip()
+        self.query_one(ReplayHeader).show(self.view, self.clock, status)
+        if not self.busy:
+            if self.phase == "finished":
+                self.activity("finished: every period is scored. e exports the CSV, q quits", 1.0)
+            elif self.phase == "ready" and self.replay is not None:
+                t = self.replay.engine.next_step
+                self.activity(f"ready: n retrains on period {t}, scores {t + 1} · a autoplay · ? help", None)
+        self.update_bindings()
+
+    def update_bindings(self) -> None:
+        """Refresh the footer only when a key's enabled state changed (the footer rebuilds itself)."""
+        state = tuple(self.check_action(a, ()) for a in ("step", "to_test", "autoplay", "export", "methods"))
+        if state != self._binding_state:
+            self._binding_state = state
+            self.refresh_bindings()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.refresh_views)  # once the screen has its new size
+        self.call_after_refresh(self.refresh_bindings)  # `c` (chart) only on narrow terminals
+
+    # ------------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MAIN_ACTIONS and isinstance(self.screen, ModalScreen):
+            return False
+        if action in ("step", "to_test"):
+            # Shown enabled while a step runs (dimming it would rebuild the footer twice a step, a
+            # visible stall); the action itself refuses to start a second step.
+            return True if self.phase in ("ready", "stepping") else None
+        if action == "autoplay":
+            return True if self.phase in ("ready", "stepping") else None
+        if action in ("export", "methods"):
+            return True if self.view is not None else None
+        if action == "toggle_chart":  # both charts are shown on wide terminals
+            return self.screen.size.width < WIDE
+        return True
+
+    def action_step(self) -> None:
+        if self.busy:
+            self.notify("a step is running: wait for it to finish", title="step", timeout=2)
+            return
+        self.goal = None
+        self.start_step()
+
+    def action_autoplay(self) -> None:
+        if self.goal is not None:
+            self.goal = None
+            self.log_line("autoplay off" + (" (the running step finishes)" if self.busy else ""))
+        elif self.replay is not None:
+            self.goal, self.goal_name = self.replay.engine.last_step, "autoplay"
+            self.log_line("autoplay on: stepping to the last period (a stops)")
+            self.start_step()
+        self.update_status()
+
+    def action_to_test(self) -> None:
+        if self.replay is None or self.view is None:
+            return
+        if self.busy:
+            self.notify("a step is running: wait for it to finish", title="run to test", timeout=2)
+            return
+        goal = self.view.first_test - 1
+        if self.replay.engine.next_step > goal:
+            self.notify("the first test period is already scored", title="run to test")
+            return
+        self.goal, self.goal_name = goal, "to test"
+        self.log_line(f"running to the first test period ({self.view.first_test})")
+        self.start_step()
+        self.update_status()
+
+    def action_cycle_kind(self) -> None:
+        self.choice = self.choice.next_kind()
+        self.refresh_views()
+
+    def action_cycle_k(self) -> None:
+        self.choice = self.choice.next_k()
+        self.refresh_views()
+
+    def action_toggle_full(self) -> None:
+        self.choice = self.choice.toggle_full()
+        self.refresh_views()
+
+    def action_toggle_chart(self) -> None:
+        self.screen.toggle_class("-timing")
+
+    def action_export(self) -> None:
+        if self.view is None:
+            return
+        folder = self.export_dir or Path.cwd()
+        path = (folder / f"sml-sim-run-{self.view.run_id}.csv").resolve()
+        self._export_worker(path)
+
+    def action_methods(self) -> None:
+        if self.view is None:
+            return
+
+        def apply(visible: set[str] | None) -> None:
+            if visible is None:
+                return
+            self.hidden = set(self.view.methods) - visible
+            self.refresh_views()
+
+        self.push_screen(MethodsScreen(self.view.methods, self.hidden), apply)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        self.cancel.set()  # the engine raises Cancelled at its next batch; committed periods stay
+        self.goal = None
+        if self.busy:
+            self.activity("cancelling the running step and quitting...")
+        self.exit()
+
+
+def run_replay_app(*, store, config=None, run_id: int | None = None, threads: int | None = None) -> None:
+    """Open the TUI on a new run (``config``) or an existing one (``run_id``), then record its status."""
+    import torch
+
+    n = threads if threads else max(1, _cores() - 1)  # leave a core to the UI
+    torch.set_num_threads(max(1, n))
+    # The training thread holds the GIL between its (GIL-releasing) torch calls; a shorter switch
+    # interval hands the GIL to the UI thread sooner when it wakes up for a key (default 5 ms).
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    app = ReplayApp(store=store, config=config, run_id=run_id, threads=n)
+    app.run()
+    # The worker thread has ended here (the event loop joins its executor on exit).
+    replay = app.replay
+    if replay is None:
+        if app.fatal_error:
+            print(f"sml-sim replay: {app.fatal_error}")
+        return
+    if replay.engine.finished:
+        replay.finish()
+        print(f"run {replay.run_id} finished; `sml-sim export {replay.run_id} --out FILE` writes its results")
+    else:
+        replay.interrupted(app.fatal_error)
+        print(f"run {replay.run_id}: every committed period is kept; continue with "
+              f"`sml-sim replay --run {replay.run_id}`")
+    if app.last_export is not None:
+        print(f"results exported to {app.last_export}")

@@ -1,0 +1,144 @@
+"""Modal screens: the help text and the method picker."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Markdown, SelectionList
+
+HELP = """\
+# sml-sim replay
+
+The replay clock advances one period at a time. Each **step** writes the next period into the
+store, retrains every method on the current period and scores it on the next one (one positive
+against 999 sampled negatives, and its rank among all items). Periods are numbered from 0, as in
+the store and the CSV export.
+
+| key | what it does |
+|---|---|
+| `space` / `n` | step one period (disabled while a step runs) |
+| `a` | autoplay on/off: steps until the last period, stops on an error or a failed method |
+| `t` | run to the first test period |
+| `r` | chart and table metric: Recall / NDCG |
+| `k` | K = 5, 10, 20 |
+| `f` | sampled (1 + 999) / full ranking |
+| `c` | on a narrow terminal: metric chart / timing chart |
+| `e` | export the run's results as CSV (the path is shown) |
+| `m` | pick the methods shown in the charts and the table |
+| `?` | this help |
+| `q` | quit: cancels the running step; every committed period is kept |
+
+**Header**: dataset and source (synthetic data is flagged), device, the period the clock is at and its
+split (pretrain / train / validation / test), the run id.
+
+**Metric chart**: the chosen metric per method per scored period; vertical rules mark where the
+validation and test periods begin. Points marked `x` ("in-sample") were scored on data the method's
+meta step had seen during training periods: they are never averaged.
+
+**Timing chart**: seconds spent retraining each method per period.
+
+**Table**: per method, the last scored period (`*` = in-sample) and its metrics, the running mean over
+the test periods so far, **RI** = the relative improvement of SML (or, without SML, of the best
+method) over that method on the test mean, in percent, and the last retraining time. A failed method
+is marked `x` with its reason under the table and in the log; the others go on.
+
+**Methods** (`m`) only hides methods from the charts and the table: hidden methods keep training,
+so their results stay complete in the store and the export.
+
+Resume: reopening the same replay continues its unfinished run (`--run ID` picks one, `--new` starts
+afresh).
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+    }
+    HelpScreen > VerticalScroll {
+        width: 90%;
+        max-width: 100;
+        height: 90%;
+        border: round $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    """
+    BINDINGS = [
+        Binding("escape", "close", "close"),
+        Binding("q,question_mark", "close", "close", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class MethodsScreen(ModalScreen[set[str] | None]):
+    """Check the methods to show; returns the visible set, or None when cancelled."""
+
+    DEFAULT_CSS = """
+    MethodsScreen {
+        align: center middle;
+    }
+    MethodsScreen > Vertical {
+        width: 60;
+        max-width: 95%;
+        height: auto;
+        max-height: 90%;
+        border: round $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    MethodsScreen SelectionList {
+        height: auto;
+        max-height: 14;
+    }
+    MethodsScreen Label {
+        width: 1fr;
+        color: $text-muted;
+    }
+    MethodsScreen Horizontal {
+        height: auto;
+        align-horizontal: right;
+    }
+    MethodsScreen Button {
+        margin-left: 1;
+        min-width: 10;
+    }
+    """
+    BINDINGS = [
+        Binding("escape", "cancel", "cancel"),
+        Binding("enter", "apply", "apply", priority=True),
+    ]
+
+    def __init__(self, methods: list[str], hidden: set[str]) -> None:
+        super().__init__()
+        self.methods = methods
+        self.hidden = set(hidden)
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Methods shown in the charts and the table")
+            yield SelectionList[str](*[(m, m, m not in self.hidden) for m in self.methods], id="methods")
+            yield Label("space toggles, enter applies, escape cancels. Hidden methods keep training.")
+            with Horizontal():
+                yield Button("Apply", variant="primary", id="apply")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "apply":
+            self.action_apply()
+        else:
+            self.action_cancel()
+
+    def action_apply(self) -> None:
+        self.dismiss(set(self.query_one(SelectionList).selected))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

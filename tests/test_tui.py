@@ -1,0 +1,394 @@
+"""The replay TUI driven headless (Textual Pilot) on a tiny synthetic stream with fast retrainers.
+
+8 periods split 5/1/2 with retraining from period 2: steps retrain on periods 2..6 and score 3..7;
+period 5 is validation, 6 and 7 are test. Each app run takes a second or two.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.tui import ReplayApp
+from app.tui import app as tui_app
+from app.tui.model import MetricChoice, fmt_value, results_table
+from app.tui.widgets import PeriodChart, ResultsTable
+from db.store import Store
+from sml_sim import report
+from sml_sim.config import RunConfig
+from sml_sim.data.protocols import DatasetSpec
+from sml_sim.retrainers import METHODS
+from sml_sim.retrainers.base import Retrainer
+
+SIZE = (100, 32)
+
+
+def tiny_config(methods=("fine", "pop", "random")) -> RunConfig:
+    return RunConfig(
+        scenario="tui-test",
+        dataset=DatasetSpec(protocol="synthetic-yelp", scale=0.002, periods=8, split="5/1/2", retrain_start=2),
+        methods=list(methods), method_params={"fine": {"epochs": 1}}, pretrain={"epochs": 1}, device="cpu",
+    )
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic sums, and the UI keeps the other core
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(f"sqlite:///{tmp_path}/t.db")
+
+
+def make_app(store, tmp_path, **kw) -> ReplayApp:
+    kw.setdefault("config", tiny_config())
+    return ReplayApp(store=store, export_dir=tmp_path, **kw)
+
+
+async def settle(pilot, app: ReplayApp, until=None, timeout: float = 30.0) -> None:
+    """Wait until no worker runs, the charts show the latest data, and ``until()`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        charts_drawn = not app.refresh_pending and all(chart.up_to_date for chart in app.query(PeriodChart))
+        if not app.busy and app.phase in ("ready", "finished", "error") and charts_drawn \
+                and (until is None or until()):
+            await pilot.pause()
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting: phase={app.phase} busy={app.busy} results={len(app.results)}")
+
+
+def rows_for(app: ReplayApp, period: int) -> dict[str, dict]:
+    return {r["method"]: r for r in app.results if r["period"] == period}
+
+
+# ---------------------------------------------------------------------------------------------- the basics
+
+
+async def test_opening_pretrains_then_runs_the_first_step(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        assert app.view.run_id == 1 and app.view.synthetic
+        assert "SYNTHETIC" in str(app.query_one("#header").content)
+        first = rows_for(app, 3)
+        assert set(first) == {"fine", "pop", "random"}
+        assert app.clock == 3
+        # what is on screen is what the store committed
+        stored = {r["method"]: r for r in store.results(1) if r["period"] == 3}
+        assert {m: r["metrics"] for m, r in first.items()} == {m: r["metrics"] for m, r in stored.items()}
+
+        table = app.query_one(ResultsTable)
+        assert table.row_count == 3
+        for method, r in first.items():
+            assert table.cell_text(method, "R@20") == fmt_value(r["metrics"]["recall@20"])
+            assert table.cell_text(method, "N@20") == fmt_value(r["metrics"]["ndcg@20"])
+            assert table.cell_text(method, "period") == "3 trn"
+            assert table.cell_text(method, "test R@20") == "-"  # no test period yet
+
+        chart = app.query_one("#metric-chart", PeriodChart)
+        assert chart.series.points["fine"] == [(3, first["fine"]["metrics"]["recall@20"])]
+        assert chart.series.in_sample == {}
+        timing = app.query_one("#timing-chart", PeriodChart)
+        assert timing.series.points["pop"] == [(3, first["pop"]["retrain_s"])]
+
+
+async def test_step_keys_and_metric_cycling(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("n")
+        await settle(pilot, app, until=lambda: app.steps_done >= 2)
+        await pilot.press("space")
+        await settle(pilot, app, until=lambda: app.steps_done >= 3)
+        assert sorted({r["period"] for r in app.results}) == [3, 4, 5]
+        assert app.clock == 5
+        chart = app.query_one("#metric-chart", PeriodChart)
+        fine = [(r["period"], r["metrics"]["recall@20"]) for r in app.results if r["method"] == "fine"]
+        assert chart.series.points["fine"] == fine
+        assert "Recall@20 sampled" in chart.chart_title
+
+        await pilot.press("r")  # NDCG
+        assert app.choice == MetricChoice("ndcg", 20, False)
+        assert "NDCG@20" in chart.chart_title
+        assert chart.series.points["pop"] == [(r["period"], r["metrics"]["ndcg@20"])
+                                              for r in app.results if r["method"] == "pop"]
+        await pilot.press("k")  # K = 5
+        await pilot.press("f")  # full ranking
+        assert app.choice.key == "full_ndcg@5"
+        assert chart.series.points["random"] == [(r["period"], r["metrics"]["full_ndcg@5"])
+                                                 for r in app.results if r["method"] == "random"]
+        table = app.query_one(ResultsTable)
+        last = rows_for(app, 5)
+        assert table.cell_text("fine", "N@5") == fmt_value(last["fine"]["metrics"]["full_ndcg@5"])
+        assert table.cell_text("fine", "period") == "5 val"
+
+
+async def test_run_to_test_then_running_mean_and_relative_improvement(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("t")
+        await settle(pilot, app, until=lambda: app.goal is None and app.steps_done >= 4)
+        assert max(r["period"] for r in app.results) == 6  # the first test period, and no further
+        assert app.phase == "ready"
+        means = report.split_means(store.results(1), "test")
+        ref = report.best_method(means, "recall@20")
+        table = app.query_one(ResultsTable)
+        for method in ("fine", "pop", "random"):
+            assert table.cell_text(method, "test R@20") == fmt_value(means[method]["recall@20"])
+            expected = "ref" if method == ref else (
+                f"{report.relative_improvements(means, ref)[method]['recall@20']:+.1f}%")
+            assert table.cell_text(method, "RI R@20") == expected
+        await pilot.press("a")  # autoplay to the end
+        await settle(pilot, app, until=lambda: app.phase == "finished")
+        assert max(r["period"] for r in app.results) == 7
+        assert store.run(1).status == "finished"
+        means = report.split_means(store.results(1), "test")
+        assert means["pop"]["periods"] == 2
+        assert table.cell_text("pop", "test R@20") == fmt_value(means["pop"]["recall@20"])
+        # stepping is disabled once everything is scored
+        assert app.check_action("step", ()) is None
+
+
+async def test_export_writes_the_csv_and_shows_its_path(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("e")
+        deadline = time.monotonic() + 10
+        while app.last_export is None and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        path = tmp_path / "sml-sim-run-1.csv"
+        assert app.last_export == path.resolve()
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("run_id,dataset,source,method,period")
+        assert len(lines) == 1 + 3
+        log_text = "\n".join(line.text for line in app.query_one("#log").lines)
+        assert str(path.resolve()) in log_text.replace("\n", "")
+
+
+async def test_method_picker_hides_methods_from_chart_and_table(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("m")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "MethodsScreen"
+        await pilot.press("n")  # behind the modal the step key does nothing
+        assert not app.busy
+        await pilot.press("space")  # toggles the highlighted (first) method: fine
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.hidden == {"fine"}
+        assert "fine" not in app.query_one("#metric-chart", PeriodChart).series.points
+        assert app.query_one(ResultsTable).row_count == 2
+        # hidden methods keep training
+        await pilot.press("n")
+        await settle(pilot, app, until=lambda: app.steps_done >= 2)
+        assert "fine" in rows_for(app, 4)
+
+
+async def test_help_screen_opens_and_closes(store, tmp_path):
+    app = make_app(store, tmp_path, auto_first_step=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.screen_stack[0]
+        assert app.results == []  # auto_first_step=False: nothing ran
+
+
+# ---------------------------------------------------------------------------------------------- failures
+
+
+class Boom(Retrainer):
+    """Fails on its second period, like a NaN loss would."""
+
+    kind = "boom"
+
+    def fit_period(self, t, next_period=None) -> dict:
+        if t >= 3:
+            raise FloatingPointError("NaN loss at batch [7] [bold]")  # brackets: not markup
+        return {}
+
+    def score(self, cases, rows, n_items):
+        return torch.zeros(len(rows), n_items)
+
+
+async def test_a_failing_method_is_marked_and_the_others_go_on(store, tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS, "boom", (Boom, {}, "fails"))
+    app = make_app(store, tmp_path, config=tiny_config(("pop", "boom")))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("a")
+        await settle(pilot, app, until=lambda: app.steps_done >= 2)
+        assert app.goal is None  # autoplay stops on a failure
+        boom = rows_for(app, 4)["boom"]
+        assert boom["status"] == "failed" and "NaN loss" in boom["error"]
+        table = app.query_one(ResultsTable)
+        assert table.cell_text("boom", "method") == "x boom"
+        assert table.cell_text("boom", "period") == "4 failed"
+        failures = str(app.query_one("#failures").content)
+        assert "boom failed at period 4" in failures and "NaN loss at batch [7] [bold]" in failures
+        log_text = " ".join(line.text for line in app.query_one("#log").lines)
+        assert "NaN loss at batch [7] [bold]" in log_text
+        await pilot.press("n")
+        await settle(pilot, app, until=lambda: app.steps_done >= 3)
+        assert set(rows_for(app, 5)) == {"pop"}  # the failed method is not retrained
+
+
+async def test_an_error_in_the_worker_is_shown_not_fatal(store, tmp_path, monkeypatch):
+    import sml_sim.engine as engine
+
+    app = make_app(store, tmp_path, auto_first_step=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+
+        def broken(*a, **k):
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(engine, "build_cases", broken)
+        await pilot.press("n")
+        await settle(pilot, app, until=lambda: app.fatal_error is not None)
+        assert app.is_running and app.phase == "ready"
+        assert "RuntimeError: disk on fire" in app.fatal_error
+        log_text = " ".join(line.text for line in app.query_one("#log").lines)
+        assert "the step failed" in log_text and "disk on fire" in log_text
+        monkeypatch.undo()
+        await pilot.press("n")  # and it can be retried
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        assert set(rows_for(app, 3)) == {"fine", "pop", "random"}
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+
+class Slow(Retrainer):
+    """Works through many small batches, reporting progress (where cancellation is honoured)."""
+
+    kind = "slow"
+    stopped: threading.Event
+
+    def fit_period(self, t, next_period=None) -> dict:
+        try:
+            for i in range(2000):
+                time.sleep(0.005)
+                self.report(i / 2000)
+        finally:
+            Slow.stopped.set()
+        return {}
+
+    def score(self, cases, rows, n_items):
+        return torch.zeros(len(rows), n_items)
+
+
+async def test_quit_cancels_the_running_step_quickly_and_keeps_committed_periods(store, tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS, "slow", (Slow, {}, "slow"))
+    monkeypatch.setattr(Slow, "stopped", threading.Event(), raising=False)
+    app = make_app(store, tmp_path, config=tiny_config(("pop", "slow")), auto_first_step=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("n")
+        deadline = time.monotonic() + 10
+        while "slow" not in app.query_one("#activity").text and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert app.busy
+        t0 = time.monotonic()
+        await pilot.press("q")
+    assert app.cancel.is_set()
+    assert Slow.stopped.wait(3), "the running step did not stop within 3 s of q"
+    assert time.monotonic() - t0 < 3
+    results = store.results(1)
+    assert [(r["method"], r["period"]) for r in results] == [("pop", 3)]  # slow's period 3 never committed
+
+
+async def test_resume_shows_the_committed_periods_and_continues(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("q")
+    app.replay.interrupted()
+
+    again = ReplayApp(store=store, run_id=1, export_dir=tmp_path)
+    async with again.run_test(size=SIZE) as pilot:
+        await settle(pilot, again)
+        assert again.steps_done == 0  # no automatic step on resume: the results are already there
+        assert sorted({r["period"] for r in again.results}) == [3]
+        assert again.query_one(ResultsTable).cell_text("pop", "period") == "3 trn"
+        await pilot.press("n")
+        await settle(pilot, again, until=lambda: again.steps_done >= 1)
+        assert sorted({r["period"] for r in store.results(1)}) == [3, 4]
+
+
+def test_in_sample_points_are_kept_apart():
+    from app.tui.model import metric_series
+
+    rows = [
+        {"method": "sml", "period": 3, "split": "train", "in_sample": True, "status": "ok", "metrics": {"recall@20": 0.9}},
+        {"method": "sml", "period": 6, "split": "test", "in_sample": False, "status": "ok", "metrics": {"recall@20": 0.4}},
+        {"method": "pop", "period": 3, "split": "train", "in_sample": False, "status": "ok", "metrics": {"recall@20": 0.2}},
+        {"method": "pop", "period": 6, "split": "test", "in_sample": False, "status": "failed", "metrics": {}},
+    ]
+    s = metric_series(rows, "recall@20", ["sml", "pop"])
+    assert s.points == {"sml": [(6, 0.4)], "pop": [(3, 0.2)]}
+    assert s.in_sample == {"sml": [(3, 0.9)]}
+    for r in rows:
+        r.update(error=None, n_cases=1, retrain_s=0.0, eval_s=0.0)
+    from sml_sim.evaluation import METRIC_KEYS
+
+    rows[1]["metrics"] = {k: 0.4 for k in METRIC_KEYS}
+    table = results_table(rows, ["sml", "pop"], MetricChoice())
+    assert table.reference == "sml"
+    assert [r.period for r in table.rows] == ["6 tst", "6 failed"]
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+
+
+def frozen_row(event) -> dict:
+    """Timings that do not depend on the machine: a fixed figure per method and period."""
+    row = tui_app.model.result_row(event)
+    row["retrain_s"] = {"fine": 0.5, "pop": 0.01, "random": 0.002}.get(row["method"], 0.1) * (1 + row["period"] / 10)
+    row["eval_s"] = 0.01
+    return row
+
+
+@pytest.fixture
+def tui_snapshots(monkeypatch):
+    """Keep this module's snapshots in tests/snapshots/test_tui/ (one SVG per test)."""
+    import pytest_textual_snapshot as pts
+
+    class SVG(pts.SVGImageExtension):
+        @classmethod
+        def dirname(cls, *, test_location) -> str:
+            return str(Path(test_location.filepath).parent / "snapshots" / test_location.basename)
+
+    monkeypatch.setattr(pts, "SVGImageExtension", SVG)
+    monkeypatch.setattr(ReplayApp, "result_row", staticmethod(frozen_row))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["80x24", "200x60"])
+def test_main_screen_snapshot(tui_snapshots, snap_compare, store, tmp_path, size):
+    app = make_app(store, tmp_path)
+
+    async def two_steps(pilot):
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("n")
+        await settle(pilot, app, until=lambda: app.steps_done >= 2)
+        # the run's own timings are machine-dependent: the table and charts show the frozen ones
+        assert all(r["eval_s"] == 0.01 for r in app.results)
+
+    assert snap_compare(app, terminal_size=size, run_before=two_steps)
+
