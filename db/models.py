@@ -54,6 +54,8 @@ class PeriodRow(Base):
 
 class InteractionRow(Base):
     __tablename__ = "interactions"
+    # Clustered on (dataset, seq): appends go to the end of one B-tree (no rowid table beside it).
+    __table_args__ = {"sqlite_with_rowid": False}
 
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)

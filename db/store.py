@@ -187,10 +187,10 @@ class Store:
                     continue
                 lo, hi = int(dataset.offsets[t]), int(dataset.offsets[t + 1])
                 if hi > lo:  # an empty period (a quiet Adressa evening) still gets its period row
-                    rows = zip([dataset_id] * (hi - lo), range(lo, hi), [t] * (hi - lo),
-                               dataset.users[lo:hi].tolist(), dataset.items[lo:hi].tolist(),
-                               dataset.times[lo:hi].tolist())
-                    conn.exec_driver_sql(_INSERT_INTERACTIONS[conn.dialect.paramstyle == "qmark"], list(rows))
+                    rows = list(zip([dataset_id] * (hi - lo), range(lo, hi), [t] * (hi - lo),
+                                    dataset.users[lo:hi].tolist(), dataset.items[lo:hi].tolist(),
+                                    dataset.times[lo:hi].tolist()))
+                    conn.exec_driver_sql(_INSERT_INTERACTIONS[conn.dialect.paramstyle == "qmark"], rows)
                 st = stats[t]
                 conn.execute(PeriodRow.__table__.insert().values(
                     dataset_id=dataset_id, index=t, split=st["split"], start_ts=st["start"], end_ts=st["end"],
