@@ -44,6 +44,16 @@ def expected_cnn_params(d, n1=10, n2=5, conv_layers=2, fc_size=512, use_conv=Tru
     return conv + flat * d + d
 
 
+def expected_cnn_macs(d, n1=10, n2=5, conv_layers=2, fc_size=512, use_conv=True, use_fc=True, **_):
+    macs, channels = 0, 3
+    for k in range(conv_layers if use_conv else 0):
+        out = n1 if k == 0 else n2
+        macs += out * channels * d  # each filter is applied at the d columns
+        channels = out
+    flat = channels * d
+    return macs + (flat * fc_size + fc_size * d if use_fc else flat * d)
+
+
 def reference_cnn(m: CNNTransfer, w_prev, w_hat):
     """The paper's picture, built from nn.Conv2d: H0 is a one-channel 3 x d image, F1 are n1 filters
     of size 3 x 1, each further layer sees the previous output as a one-channel (C x d) image."""
@@ -78,6 +88,7 @@ def test_cnn_shapes_params_and_conv2d_equivalence(params):
     out = m(w_prev, w_hat)
     assert out.shape == (7, D) and out.dtype == torch.float64
     assert n_params(m) == expected_cnn_params(D, **params)
+    assert transfer_flops_per_row(m) == expected_cnn_macs(D, **params)
     assert torch.allclose(out, reference_cnn(m, w_prev, w_hat), rtol=1e-10, atol=1e-12)
 
 

@@ -232,9 +232,12 @@ def transfer_flops_per_row(module: nn.Module) -> int:
 
 
 def apply_in_chunks(module: nn.Module, w_prev: torch.Tensor, w_hat: torch.Tensor,
-                    chunk: int = 65536) -> torch.Tensor:
-    """W_t = f(W_{t-1}, W_hat_t) for a whole table, without autograd, ``chunk`` rows at a time to
-    bound the memory of the intermediate feature maps (about 2.5k floats per row for the default CNN)."""
+                    chunk: int = 4096) -> torch.Tensor:
+    """W_t = f(W_{t-1}, W_hat_t) for a whole table, without autograd, ``chunk`` rows at a time.
+
+    The default CNN keeps up to ~1.3k floats of feature maps alive per row. Chunks of a few
+    thousand rows keep them in cache: on a 2-core AVX-512 CPU, 4096-row chunks ran about twice as
+    fast as 65536-row ones (which also need ~0.35 GB of scratch memory per chunk)."""
     if w_prev.shape != w_hat.shape or w_prev.dim() != 2:
         raise ValueError(f"expected two [N, d] tensors, got {tuple(w_prev.shape)} and {tuple(w_hat.shape)}")
     if chunk < 1:
