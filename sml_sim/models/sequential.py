@@ -242,7 +242,7 @@ class CaserNet(nn.Module):
 
     def pair_scores(self, x: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """x [B, 2d], items [B, K] -> [B, K]."""
-        return (self.W2(items) * x[:, None, :]).sum(-1) + self.b2(items)[..., 0]
+        return torch.baddbmm(self.b2(items), self.W2(items), x[:, :, None])[..., 0]
 
 
 def caser_examples(index: UserIndex, items: np.ndarray, positions: np.ndarray, L: int, T: int
