@@ -36,8 +36,8 @@ def main() -> None:
         again = store.write_periods(did, ds, range(ds.n_periods))  # idempotent: writes nothing
         t_again = time.perf_counter() - t0
         size = (Path(tmp) / "bench.db").stat().st_size
-    print(f"| interactions | generate+cut s | write s | interactions/s | rewrite (no-op) s | db MB |")
-    print(f"|---|---|---|---|---|---|")
+    print("| interactions | generate+cut s | write s | interactions/s | rewrite (no-op) s | db MB |")
+    print("|---|---|---|---|---|---|")
     print(f"| {n:,} | {t_load:.2f} | {t_write:.2f} | {n / t_write:,.0f} | {t_again:.3f} (wrote {again}) "
           f"| {size / 1e6:.0f} |")
 
