@@ -1,7 +1,7 @@
 """Seconds per period of each method across a replay, in one run (paper Table 2 on this machine).
 
     .venv/bin/python bench/bench_periods.py [--dataset synthetic-yelp] [--scale S] \
-        [--methods sml,full,fine,sml-s] [--threads 2] [--full-epochs N] [--json out.json]
+        [--data FILE] [--methods sml,full,fine,sml-s] [--threads 2] [--full-epochs N] [--json out.json]
 
 Replays the stream with the engine (no store), records each method's retraining seconds, evaluation
 seconds and peak RSS per period, and prints:
@@ -40,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="synthetic-yelp")
     ap.add_argument("--scale", type=float, default=None)
+    ap.add_argument("--data", default=None, help="the data file of a real dataset (e.g. ml-100k's u.data)")
     ap.add_argument("--methods", default="sml,full,fine,sml-s")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -48,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    ds = load_dataset(DatasetSpec(args.dataset, scale=args.scale, seed=args.seed))
+    ds = load_dataset(DatasetSpec(args.dataset, data=args.data, scale=args.scale, seed=args.seed))
     params = {"full": {"epochs": args.full_epochs}} if args.full_epochs else {}
     methods = [MethodSpec(m, params.get(m, {})) for m in args.methods.split(",")]
     engine = ReplayEngine(ds, methods, seed=args.seed, device="cpu")
