@@ -117,6 +117,8 @@ class ReplayEngine:
         self.retrainers: dict[str, Retrainer] = {m.name: make_retrainer(m.name, m.params) for m in methods}
         self.committed = dict(committed or {})  # method -> last committed evaluated period
         self.failed = set(failed or ())
+        # Methods the user paused: skipped by step(); when resumed they catch up period by period.
+        self.paused: set[str] = set()
         self.prepared = False
         self._current = 0
 
@@ -131,15 +133,18 @@ class ReplayEngine:
         """Last period retrained on (its model is scored on the final period)."""
         return self.dataset.n_periods - 2
 
-    @property
-    def next_step(self) -> int:
-        """First period t whose result (on t + 1) some live method still lacks."""
-        pending = [self.committed.get(m, self.first_step) for m in self.retrainers if m not in self.failed]
+    def _next_for(self, methods) -> int:
+        pending = [self.committed.get(m, self.first_step) for m in methods if m not in self.failed]
         return min(pending, default=self.last_step + 1)
 
     @property
+    def next_step(self) -> int:
+        """First period t whose result (on t + 1) some live, unpaused method still lacks."""
+        return self._next_for(m for m in self.retrainers if m not in self.paused)
+
+    @property
     def finished(self) -> bool:
-        return self.next_step > self.last_step
+        return self._next_for(self.retrainers) > self.last_step
 
     def subscribe(self, listener: Listener) -> None:
         self.listeners.append(listener)
@@ -203,7 +208,7 @@ class ReplayEngine:
         cases = build_cases(ds, target, self.seed)
         results = []
         for name, r in self.retrainers.items():
-            if name in self.failed or self.committed.get(name, self.first_step) > t:
+            if name in self.failed or name in self.paused or self.committed.get(name, self.first_step) > t:
                 continue
             self.ctx.check()
             self.emit(MethodStarted(t, name))

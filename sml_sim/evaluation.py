@@ -18,6 +18,7 @@ Recall@K = 1[rank < K]; NDCG@K = 1[rank < K] / log2(rank + 2).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,13 +165,32 @@ class ScoringError(Exception):
     """A model produced unusable scores (NaN/inf) for the positives."""
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
 def _count_above(scores: torch.Tensor, p: torch.Tensor, equal: bool = False) -> torch.Tensor:
-    """Per row, how many scores exceed (or equal) the row's p; numpy's count_nonzero is several
-    times faster than torch's bool reduction on the CPU."""
-    if scores.device.type == "cpu":
-        s, q = scores.numpy(), p.numpy()
-        return torch.from_numpy(np.count_nonzero((s == q) if equal else (s > q), axis=1))
-    return ((scores == p) if equal else (scores > p)).sum(1)
+    """Per row, how many scores exceed (or equal) the row's p.
+
+    On the CPU numpy's comparison and count_nonzero are several times faster than torch's bool
+    reduction; they release the GIL, so the rows are split over torch's thread count.
+    """
+    if scores.device.type != "cpu":
+        return ((scores == p) if equal else (scores > p)).sum(1)
+    s, q = scores.numpy(), p.numpy()
+
+    def count(lo: int, hi: int) -> np.ndarray:
+        block = (s[lo:hi] == q[lo:hi]) if equal else (s[lo:hi] > q[lo:hi])
+        return np.count_nonzero(block, axis=1)
+
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or len(s) < 2 * threads:
+        return torch.from_numpy(count(0, len(s)))
+    global _POOL
+    if _POOL is None or _POOL._max_workers != threads:
+        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sml-sim-rank")
+    bounds = np.linspace(0, len(s), threads + 1).astype(int)
+    parts = _POOL.map(lambda k: count(bounds[k], bounds[k + 1]), range(threads))
+    return torch.from_numpy(np.concatenate(list(parts)))
 
 
 def rank_cases(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: int = 1 << 25) -> Ranks:

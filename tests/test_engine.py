@@ -522,3 +522,17 @@ def test_resuming_a_finished_run_keeps_it_finished(cli, tiny_scenario, tmp_path)
     assert r.exit_code == 0, r.stderr
     assert store.run(1).status == "finished"
     assert _snapshot(store, 1) == before
+
+
+def test_paused_method_is_skipped_and_catches_up(make_dataset):
+    ds = make_dataset(n=1200, periods=6, split=(3, 1, 2), retrain_start=2)
+    eng = ReplayEngine(ds, _specs(["pop", "random"]), seed=0, device="cpu", pretrain=PRETRAIN)
+    eng.paused = {"random"}
+    first = eng.step()
+    assert [r.method for r in first] == ["pop"]
+    assert eng.committed == {"pop": 3} and not eng.finished
+    eng.paused = set()
+    catch_up = eng.step()  # the clock goes back for the paused method alone
+    assert [(r.method, r.period) for r in catch_up] == [("random", 3)]
+    eng.run()
+    assert eng.finished and eng.committed == {"pop": 5, "random": 5}

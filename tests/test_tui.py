@@ -176,7 +176,7 @@ async def test_export_writes_the_csv_and_shows_its_path(store, tmp_path):
         assert str(path.resolve()) in log_text.replace("\n", "")
 
 
-async def test_method_picker_hides_methods_from_chart_and_table(store, tmp_path):
+async def test_method_picker_pauses_and_hides_methods(store, tmp_path):
     app = make_app(store, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app, until=lambda: app.steps_done >= 1)
@@ -191,9 +191,19 @@ async def test_method_picker_hides_methods_from_chart_and_table(store, tmp_path)
         assert app.hidden == {"fine"}
         assert "fine" not in app.query_one("#metric-chart", PeriodChart).series.points
         assert app.query_one(ResultsTable).row_count == 2
-        # hidden methods keep training
+        # an unchecked method is paused: the next step trains the others only
         await pilot.press("n")
         await settle(pilot, app, until=lambda: app.steps_done >= 2)
+        assert "fine" not in rows_for(app, 4) and "pop" in rows_for(app, 4)
+        # checked again, it catches up on the period it missed
+        await pilot.press("m")
+        await pilot.pause()
+        await pilot.press("space")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.hidden == set()
+        await pilot.press("n")
+        await settle(pilot, app, until=lambda: app.steps_done >= 3)
         assert "fine" in rows_for(app, 4)
 
 

@@ -659,6 +659,9 @@ class ReplayApp(App):
             if visible is None:
                 return
             self.hidden = set(self.view.methods) - visible
+            if self.replay is not None:
+                # Unchecked methods also stop training; checked again, they catch up.
+                self.replay.engine.paused = set(self.hidden)
             self.refresh_views()
 
         self.push_screen(MethodsScreen(self.view.methods, self.hidden), apply)

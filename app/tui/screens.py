@@ -44,8 +44,8 @@ the test periods so far, **RI** = the relative improvement of SML (or, without S
 method) over that method on the test mean, in percent, and the last retraining time. A failed method
 is marked `x` with its reason under the table and in the log; the others go on.
 
-**Methods** (`m`) only hides methods from the charts and the table: hidden methods keep training,
-so their results stay complete in the store and the export.
+**Methods** (`m`) picks the methods trained and shown: an unchecked method is paused (hidden and
+not retrained); checked again, it catches up on the periods it missed before the clock moves on.
 
 Resume: reopening the same replay continues its unfinished run (`--run ID` picks one, `--new` starts
 afresh).
@@ -124,9 +124,10 @@ class MethodsScreen(ModalScreen[set[str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Methods shown in the charts and the table")
+            yield Label("Methods trained and shown")
             yield SelectionList[str](*[(m, m, m not in self.hidden) for m in self.methods], id="methods")
-            yield Label("space toggles, enter applies, escape cancels. Hidden methods keep training.")
+            yield Label("space toggles, enter applies, escape cancels. Unchecked methods pause; checked again, "
+                        "they catch up on the periods they missed.")
             with Horizontal():
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Cancel", id="cancel")
