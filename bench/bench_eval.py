@@ -18,15 +18,19 @@ import torch
 from sml_sim.data.base import RawStream, Split, build_dataset
 from sml_sim.evaluation import build_cases, rank_cases
 from sml_sim.models.mf import MF
+from sml_sim.retrainers.mf_methods import mf_scores
 
 
 class MFScorer:
+    """Scores as the MF retrainers do (same function, same reusable buffer)."""
+
+    scores_into_buffer = True
+
     def __init__(self, model):
         self.model = model
 
-    def score(self, cases, rows, n_items):
-        u = torch.as_tensor(cases.users[rows])
-        return self.model.P[u] @ self.model.Q[:n_items].T
+    def score(self, cases, rows, n_items, out=None):
+        return mf_scores(self.model.P, self.model.Q, cases, rows, n_items, out)
 
 
 def main() -> None:

@@ -210,10 +210,16 @@ def rank_cases(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: in
     if n == 0:
         return Ranks(np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32))
     chunk = max(1, min(n, max_chunk_elems // max(1, m)))
+    # Scorers that can write into a given tensor reuse one buffer for every chunk: a fresh
+    # [chunk, m] allocation per chunk costs as much in page faults as the matrix product itself.
+    buffer = torch.empty(chunk, m, device=device) if getattr(scorer, "scores_into_buffer", False) else None
     for lo in range(0, n, chunk):
         rows = np.arange(lo, min(n, lo + chunk))
         b = len(rows)
-        scores = scorer.score(cases, rows, m).to(device=device, dtype=torch.float32)
+        if buffer is not None:
+            scores = scorer.score(cases, rows, m, out=buffer[:b])
+        else:
+            scores = scorer.score(cases, rows, m).to(device=device, dtype=torch.float32)
         if scores.shape != (b, m):
             raise ScoringError(f"scorer returned shape {tuple(scores.shape)}, expected {(b, m)}")
         hi = lo + b

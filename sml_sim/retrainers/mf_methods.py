@@ -12,6 +12,13 @@ from sml_sim.models.mf import MF, train_mf
 from sml_sim.retrainers.base import ReplayContext, Retrainer
 
 
+def mf_scores(P: torch.Tensor, Q: torch.Tensor, cases, rows: np.ndarray, n_items: int,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """Dot-product scores of the cases' users against items 0..n_items-1 (rows are contiguous)."""
+    users = cases.tensor("users", P.device)[int(rows[0]):int(rows[-1]) + 1]
+    return torch.mm(P[users], Q[:n_items].T, out=out)
+
+
 def pretrain_mf(ctx: ReplayContext, params: dict) -> MF:
     """The initial MF W_{start-1}: trained on periods 0..retrain_start-1, shared by all MF methods."""
     ds = ctx.dataset
@@ -47,10 +54,11 @@ class MFRetrainer(Retrainer):
             generator=self.ctx.generator(self.name, t), on_batch=self.report, **kw,
         )
 
+    scores_into_buffer = True
+
     @torch.no_grad()
-    def score(self, cases, rows: np.ndarray, n_items: int) -> torch.Tensor:
-        users = cases.tensor("users", self.ctx.device)[int(rows[0]):int(rows[-1]) + 1]  # rows are contiguous
-        return self.model.P[users] @ self.model.Q[:n_items].T
+    def score(self, cases, rows: np.ndarray, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        return mf_scores(self.model.P, self.model.Q, cases, rows, n_items, out)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict()}

@@ -51,6 +51,7 @@ from sml_sim.models.mf import RowAdam, log_loss
 from sml_sim.models.transfer import apply_in_chunks, build_transfer, first_layer_filters
 from sml_sim.retrainers import register
 from sml_sim.retrainers.base import ReplayContext, Retrainer
+from sml_sim.retrainers.mf_methods import mf_scores
 
 GROUPS = ("user", "item")
 
@@ -314,10 +315,11 @@ class SML(Retrainer):
 
     # -------------------------------------------------------------- serving and state
 
+    scores_into_buffer = True
+
     @torch.no_grad()
-    def score(self, cases, rows: np.ndarray, n_items: int) -> torch.Tensor:
-        users = cases.tensor("users", self.ctx.device)[int(rows[0]):int(rows[-1]) + 1]  # rows are contiguous
-        return self.W["user"][users] @ self.W["item"][:n_items].T
+    def score(self, cases, rows: np.ndarray, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        return mf_scores(self.W["user"], self.W["item"], cases, rows, n_items, out)
 
     def state_dict(self) -> dict:
         return {
