@@ -33,8 +33,9 @@ each per outer iteration; 10 outer iterations. Step 2's negatives are drawn from
 period, excluding the user's positives there; step 1's from all items seen so far.
 
 Choices the paper leaves open, made here and documented in the README:
-* line 8 of Algorithm 2 trains W_hat_t for ``outer_iters * epochs_w_hat`` epochs, as much step-1
-  training as a training period gives it (``serve_w_hat_epochs`` overrides);
+* line 8 of Algorithm 2 is one pass of step 1 (``epochs_w_hat`` epochs), read like the same
+  statement on line 6 of Algorithm 1 and like its t == T case, where step 1 runs once before the
+  break (``serve_w_hat_epochs`` overrides);
 * SML-S freezes Theta in every validation/test period and then skips lines 3-7 (with Theta fixed
   they would only re-fit W_hat_{t-1} to old data): it runs lines 8-9 only;
 * SML-N replaces D_{t+1} by D_t wherever Theta is trained (so it never needs the next period);
@@ -86,7 +87,7 @@ class SML(Retrainer):
         "lr_w_hat": 0.01, "lr_theta": 1e-3,
         "l1": 1e-6, "l2": 1e-4,
         "batch_w_hat": 1024, "batch_theta": 256,
-        "serve_w_hat_epochs": 0,    # 0: outer_iters * epochs_w_hat
+        "serve_w_hat_epochs": 0,    # Algorithm 2 line 8; 0: one pass of epochs_w_hat, as line 6
         "theta_init": "pytorch",    # pytorch (the authors' code) | he (He-normal weights, zero biases)
         "theta_on": "next",         # next (SML) | current (SML-N)
         "freeze_theta_serving": False,  # SML-S
@@ -256,7 +257,7 @@ class SML(Retrainer):
         e1, e2 = self.hp("epochs_w_hat"), self.hp("epochs_theta")
         n1 = -(-len(D_t) // self.hp("batch_w_hat"))
         n2 = -(-len(D_t) // self.hp("batch_theta"))
-        serve_epochs = self.hp("serve_w_hat_epochs") or iters * e1
+        serve_epochs = self.hp("serve_w_hat_epochs") or e1
         freeze = serving and self.hp("freeze_theta_serving")
         if not serving:
             planned = iters * (n1 * e1 + n2 * e2)
