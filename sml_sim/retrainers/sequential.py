@@ -70,6 +70,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from abc import abstractmethod
 
 import numpy as np
 import torch
@@ -103,9 +104,9 @@ class SequentialRetrainer(Retrainer):
     def hp(self, key: str):
         return self.param(key, self.defaults[key])
 
-    # -- to implement
+    @abstractmethod
     def build_model(self) -> torch.nn.Module:
-        raise NotImplementedError
+        """The sequential network of this method, freshly initialised."""
 
     def start(self, ctx: ReplayContext, initial=None) -> None:
         super().start(ctx)
