@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated
 
@@ -199,7 +200,7 @@ def periods_cmd(
     db: DbOpt = None, as_json: JsonOpt = False,
 ):
     """Show the stored periods of a dataset: split, time range, interactions, new users and items."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from db.store import Store
 
@@ -213,7 +214,7 @@ def periods_cmd(
         return
 
     def when(ts: int) -> str:
-        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
     out.print(f"{info['dataset']} - source: {info['source']}")
     table = Table(box=None, pad_edge=False)

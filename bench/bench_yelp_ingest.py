@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ def write_file(path: Path, scale: float, text_bytes: int) -> int:
                 "business_id": f"b{int(raw.items[k]):021d}",
                 "stars": float(1 + n % 5), "useful": n % 3, "funny": 0, "cool": n % 2,
                 "text": texts[n % len(texts)],
-                "date": datetime.fromtimestamp(int(raw.times[k]), timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                "date": datetime.fromtimestamp(int(raw.times[k]), UTC).strftime("%Y-%m-%d %H:%M:%S"),
             }
             f.write(json.dumps(rec) + "\n")
     return len(order)

@@ -21,10 +21,9 @@ edit it::
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from sml_sim.data.base import DataError
 from sml_sim.data.protocols import PROTOCOLS, DatasetSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -196,8 +196,8 @@ def test_adressa_cut_in_oslo_time_spring_dst(tmp_path):
     assert end - start == 9 * 3600
     assert ds.period_bounds[5][1] - ds.period_bounds[3][0] == 23 * 3600
     # 10:00 local on the 26th is 08:00 UTC (CEST), on the 25th 09:00 UTC (CET).
-    assert datetime.fromtimestamp(ds.period_bounds[4][0], timezone.utc).hour == 8
-    assert datetime.fromtimestamp(ds.period_bounds[1][0], timezone.utc).hour == 9
+    assert datetime.fromtimestamp(ds.period_bounds[4][0], UTC).hour == 8
+    assert datetime.fromtimestamp(ds.period_bounds[1][0], UTC).hour == 9
 
 
 def test_adressa_cut_in_oslo_time_autumn_dst(tmp_path):
@@ -389,7 +389,7 @@ def test_csv_without_header_by_index_tab_and_strptime(tmp_path):
                                   csv={"user_col": "1", "item_col": "0", "time_col": "2", "header": False,
                                        "delimiter": "tab", "time_format": "%d/%m/%Y %H:%M"}))
     assert len(ds.users) == 40 and ds.n_users == 3 and ds.n_items == 4
-    assert ds.times[0] == int(datetime(2020, 1, 3, 10, 0, tzinfo=timezone.utc).timestamp())
+    assert ds.times[0] == int(datetime(2020, 1, 3, 10, 0, tzinfo=UTC).timestamp())
 
 
 def test_csv_unix_ms_times(tmp_path):

@@ -4,7 +4,7 @@ that the generator is checked independently of the protocol code)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -179,7 +179,7 @@ def test_yelp_filter_keeps_almost_everything(yelp):
 def test_yelp_spans_a_decade_with_activity_throughout(yelp):
     _, _, times = time_sorted(yelp)
     sample = times[:: max(1, len(times) // 2000)]
-    years = np.array([datetime.fromtimestamp(int(t), timezone.utc).year for t in sample])
+    years = np.array([datetime.fromtimestamp(int(t), UTC).year for t in sample])
     assert years.min() == 2008 and years.max() == 2017
     per_year = np.bincount(years - 2008, minlength=10) / len(years)
     assert per_year.min() > 0.005  # every year has activity

@@ -13,7 +13,7 @@ import os
 import re
 from array import array
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,7 @@ def _columns(users: array, items: array, times: array, skipped: int, notes: list
 def _utc_seconds(text: str) -> int:
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp())
 
 
@@ -215,7 +215,7 @@ def time_parser(time_format: str) -> Callable[[str], int]:
     def parse(s: str) -> int:
         dt = datetime.strptime(s, time_format)
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return int(dt.timestamp())
 
     return parse
