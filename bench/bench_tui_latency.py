@@ -18,46 +18,12 @@ import argparse
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-
-class Pane:
-    def __init__(self, width: int, height: int):
-        self.socket = f"sml-sim-bench-{uuid.uuid4().hex[:8]}"
-        self.width, self.height = width, height
-
-    def tmux(self, *args: str, check: bool = True) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
-                              check=check).stdout
-
-    def start(self, argv: list[str], cwd: Path) -> None:
-        cmd = " ".join("'" + a.replace("'", "'\\''") + "'" for a in argv)
-        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "b", "-x", str(self.width), "-y", str(self.height),
-                  "-eTERM=xterm-256color", "-c", str(cwd), f"{cmd}; echo __EXIT__=$?; sleep 600")
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "b", check=False)
-
-    def keys(self, *keys: str) -> None:
-        self.tmux("send-keys", "-t", "b", *keys)
-
-    def wait_for(self, pattern: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if re.search(pattern, text):
-                return text
-            time.sleep(0.05)
-        raise SystemExit(f"{pattern!r} did not appear within {timeout} s; the screen:\n{text}")
-
-    def kill(self) -> None:
-        self.tmux("kill-server", check=False)
+from app.tui.tmux_pane import TmuxPane
 
 
 def chart_title(screen: str) -> str:
@@ -97,12 +63,12 @@ def main() -> None:
             "--methods", args.methods, "--db", str(tmp / "bench.db"), "--device", "cpu", "--new"]
     if args.threads:
         argv += ["--threads", str(args.threads)]
-    pane = Pane(width, height)
+    pane = TmuxPane(width, height, tmp, label="bench")
     busy = re.compile(r"training |scoring |period \d+: starting")
     samples: list[float] = []
     idle_samples: list[float] = []
     try:
-        pane.start(argv, tmp)
+        pane.start(argv)
         pane.wait_for(r"ready: n retrains", timeout=180)
         if not args.idle:
             pane.keys("a")  # autoplay: a worker trains from now on
@@ -134,6 +100,8 @@ def main() -> None:
             time.sleep(random.uniform(0.15, 0.35))
         pane.keys("q")
         pane.wait_for(r"__EXIT__=", timeout=10)
+    except TimeoutError as exc:
+        raise SystemExit(str(exc)) from None
     finally:
         pane.kill()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+
+from app.tui.tmux_pane import TmuxPane
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="tmux is not installed (.ci/run installs it; apt-get install tmux)")
@@ -26,51 +26,9 @@ def sml_sim_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
 
 
-class Pane:
-    def __init__(self, tmp_path: Path, width: int, height: int):
-        self.socket = f"sml-sim-test-{uuid.uuid4().hex[:8]}"
-        self.tmp = tmp_path
-        self.width, self.height = width, height
-
-    def tmux(self, *args: str, check: bool = True) -> str:
-        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check)
-        return out.stdout
-
-    def start(self, argv: list[str]) -> None:
-        cmd = " ".join(_quote(a) for a in argv)
-        # After the app exits the pane prints its exit code and stays open to be read.
-        shell = f"{cmd}; echo __EXIT__=$?; sleep 600"
-        env = {"TERM": "xterm-256color", "COLUMNS": str(self.width), "LINES": str(self.height)}
-        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", str(self.width), "-y", str(self.height),
-                  *[f"-e{k}={v}" for k, v in env.items()], "-c", str(self.tmp), shell)
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "t", check=False)
-
-    def keys(self, *keys: str) -> None:
-        self.tmux("send-keys", "-t", "t", *keys)
-
-    def wait_for(self, pattern: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if re.search(pattern, text):
-                return text
-            time.sleep(0.1)
-        raise AssertionError(f"{pattern!r} not on screen within {timeout} s; the screen:\n{text}")
-
-    def kill(self) -> None:
-        self.tmux("kill-server", check=False)
-
-
-def _quote(arg: str) -> str:
-    return "'" + arg.replace("'", "'\\''") + "'"
-
-
 @pytest.fixture
 def pane(tmp_path):
-    p = Pane(tmp_path, 100, 30)
+    p = TmuxPane(100, 30, tmp_path, label="test")
     yield p
     p.kill()
 
