@@ -41,13 +41,14 @@ class CaseSet:
     new_user: np.ndarray  # bool [n]: user first seen in this period
     new_item: np.ndarray  # bool [n]
     n_universe: int  # items seen up to the end of this period: ids 0..n_universe-1
-    negatives: np.ndarray  # int64 [n, n_negatives], -1 padded
+    negatives: np.ndarray  # int32 [n, n_negatives], -1 padded
     n_candidates: np.ndarray  # int32 [n]: 1 + valid negatives
     tie_break: np.ndarray  # float32 [n] in [0, 1)
     hist_user: np.ndarray  # int64: local user index of each history pair (sorted)
     hist_item: np.ndarray  # int64: item of each history pair
     hist_indptr: np.ndarray  # CSR over local users
     case_local_user: np.ndarray  # int64 [n]
+    local_user_ids: np.ndarray  # int64: the dataset user id of each local user (sorted)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -59,6 +60,15 @@ class CaseSet:
         if key not in cache:
             cache[key] = torch.as_tensor(np.ascontiguousarray(getattr(self, name)), device=device)
         return cache[key]
+
+    def by_user(self) -> tuple[np.ndarray, np.ndarray]:
+        """(order, ptr): the cases sorted by local user (stable); those of local user j are
+        order[ptr[j]:ptr[j + 1]]. Computed once per period and shared by every method."""
+        cache = self.__dict__.setdefault("_by_user", [])
+        if not cache:
+            order = np.argsort(self.case_local_user, kind="stable")
+            cache.extend([order, np.searchsorted(self.case_local_user[order], np.arange(len(self.local_user_ids) + 1))])
+        return cache[0], cache[1]
 
     def history_pairs(self, lo: int, hi: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(row - lo, item) for every history item of the cases lo..hi-1."""
@@ -90,19 +100,22 @@ def build_cases(dataset: Dataset, period: int, seed: int, n_negatives: int = N_N
     in_set = np.isin(dataset.users[:end], case_users)
     h_user = np.searchsorted(case_users, dataset.users[:end][in_set])
     h_item = dataset.items[:end][in_set].astype(np.int64)
-    keys = np.unique(h_user * n_universe + h_item)
+    keys = np.sort(h_user * n_universe + h_item)
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
     hist_user, hist_item = keys // n_universe, keys % n_universe
     hist_indptr = np.searchsorted(hist_user, np.arange(len(case_users) + 1))
 
     rng = _rng(seed, 7919, period)
-    negatives = np.full((len(users), n_negatives), -1, dtype=np.int64)
+    negatives = np.empty((len(users), n_negatives), dtype=np.int32)
     eligible = n_universe - np.diff(hist_indptr)  # per local user
     # Rejection sampling is fast while eligible items are plentiful; near the limit it would
     # stall (coupon collector), so those users draw from their explicit pool instead.
     plenty = eligible[case_local_user] >= 4 * n_negatives
+    negatives[~plenty] = -1
     rows = np.flatnonzero(plenty)
     if len(rows):
-        negatives[rows] = _sample_distinct(rng, keys, case_local_user[rows], n_universe, n_negatives)
+        negatives[rows] = _sample_distinct((seed, 7919, period), keys, hist_indptr, hist_item, case_local_user[rows],
+                                           n_universe, n_negatives)
     for lu in np.unique(case_local_user[~plenty]):
         pool = np.setdiff1d(np.arange(n_universe), hist_item[hist_indptr[lu]:hist_indptr[lu + 1]])
         case_rows = np.flatnonzero(case_local_user == lu)
@@ -119,39 +132,85 @@ def build_cases(dataset: Dataset, period: int, seed: int, n_negatives: int = N_N
         negatives=negatives, n_candidates=n_candidates,
         tie_break=_rng(seed, 104729, period).random(len(users)).astype(np.float32),
         hist_user=hist_user, hist_item=hist_item, hist_indptr=hist_indptr,
-        case_local_user=case_local_user.astype(np.int64),
+        case_local_user=case_local_user.astype(np.int64), local_user_ids=case_users.astype(np.int64),
     )
 
 
-def _sample_distinct(rng: np.random.Generator, hist_keys: np.ndarray, local_users: np.ndarray,
-                     n_universe: int, k: int, chunk: int = 8192) -> np.ndarray:
-    """k distinct items per row, none in the row user's history (rejection, vectorised).
+def _in_sorted(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    if len(haystack) == 0:
+        return np.zeros(needles.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(haystack, needles), len(haystack) - 1)
+    return haystack[pos] == needles
 
-    Each round redraws only the offending entries and re-checks only the rows that had one.
+
+def _sample_distinct(seed_keys: tuple[int, ...], hist_keys: np.ndarray, hist_indptr: np.ndarray,
+                     hist_item: np.ndarray, local_users: np.ndarray, n_universe: int, k: int,
+                     chunk: int = 8192) -> np.ndarray:
+    """k distinct items per row, none in the row user's history, uniform over such k-subsets.
+
+    Each row starts as k sorted i.i.d. uniform draws (order statistics from exponential spacings,
+    so no sort is needed and duplicates are neighbours). The distinct values that avoid the history
+    are a uniform subset of the eligible items (every eligible item plays the same role); each
+    duplicate or history hit is then replaced by a fresh draw that is neither in the row nor in the
+    history, which keeps the set uniform. History hits are found by looking each history item up in
+    the row (users' histories are short next to k), or each draw up in the history when it is long.
+    Chunks of rows have their own seeded generators, so they run on torch's thread count (numpy
+    releases the GIL) and the result does not depend on it.
     """
-    out = np.empty((len(local_users), k), dtype=np.int64)
-    for lo in range(0, len(local_users), chunk):
-        lu = local_users[lo:lo + chunk, None]
-        cand = rng.integers(0, n_universe, size=(len(lu), k))
-        todo = np.arange(len(lu))
-        for _ in range(200):
-            part = cand[todo]
-            part.sort(axis=1)
-            bad = np.zeros(part.shape, dtype=bool)
-            bad[:, 1:] = part[:, 1:] == part[:, :-1]
-            key = lu[todo] * n_universe + part
-            pos = np.searchsorted(hist_keys, key)
-            bad |= hist_keys[np.minimum(pos, len(hist_keys) - 1)] == key
-            n_bad = int(bad.sum())
-            if n_bad:
-                part[bad] = rng.integers(0, n_universe, size=n_bad)
-            cand[todo] = part
-            if n_bad == 0:
+    n_rows = len(local_users)
+    out = np.empty((n_rows, k), dtype=np.int32)
+    hist_len = np.diff(hist_indptr)
+    span = np.int64(n_universe)
+
+    def sample_chunk(lo: int) -> None:
+        rng = _rng(*seed_keys, 1 + lo // chunk)
+        lu = local_users[lo:lo + chunk]
+        b = len(lu)
+        cum = np.cumsum(rng.standard_exponential((b, k + 1)), axis=1)
+        draws = np.minimum((cum[:, :k] / cum[:, k:] * n_universe).astype(np.int64), n_universe - 1)
+        del cum
+        row_base = np.arange(b, dtype=np.int64) * span
+        row_keys = (draws + row_base[:, None]).ravel()  # sorted: rows in order, each row sorted
+        bad = np.zeros((b, k), dtype=bool)
+        bad[:, 1:] = draws[:, 1:] == draws[:, :-1]
+        bad = bad.ravel()
+        short = hist_len[lu] <= k
+        rows = np.flatnonzero(short)
+        if len(rows):
+            counts = hist_len[lu[rows]]
+            first = np.repeat(hist_indptr[lu[rows]] - (np.cumsum(counts) - counts), counts)
+            needles = np.repeat(row_base[rows], counts) + hist_item[first + np.arange(int(counts.sum()))]
+            pos = np.minimum(np.searchsorted(row_keys, needles), len(row_keys) - 1)
+            bad[pos[row_keys[pos] == needles]] = True
+        rows = np.flatnonzero(~short)
+        if len(rows):
+            bad.reshape(b, k)[rows] |= _in_sorted(hist_keys, (lu[rows] * span)[:, None] + draws[rows])
+        slots = np.flatnonzero(bad)
+        accepted = np.empty(0, dtype=np.int64)  # keys of replacements placed so far, sorted
+        for _ in range(1000):
+            if not len(slots):
                 break
-            todo = todo[bad.any(1)]
+            r = slots // k
+            v = rng.integers(0, n_universe, len(slots))
+            key = row_base[r] + v
+            ok = ~(_in_sorted(row_keys, key) | _in_sorted(accepted, key) | _in_sorted(hist_keys, lu[r] * span + v))
+            first_of_key = np.zeros(len(key), dtype=bool)
+            first_of_key[np.unique(key, return_index=True)[1]] = True
+            ok &= first_of_key
+            draws.ravel()[slots[ok]] = v[ok]
+            accepted = np.sort(np.concatenate([accepted, key[ok]]))
+            slots = slots[~ok]
         else:  # pragma: no cover - needs an astronomically unlucky stream of draws
             raise RuntimeError("negative sampling did not converge")
-        out[lo:lo + chunk] = cand
+        out[lo:lo + b] = draws
+
+    threads = max(1, torch.get_num_threads())
+    starts = range(0, n_rows, chunk)
+    if threads == 1 or len(starts) == 1:
+        for lo in starts:
+            sample_chunk(lo)
+    else:
+        list(_pool(threads).map(sample_chunk, starts))
     return out
 
 
@@ -185,12 +244,91 @@ def _count_above(scores: torch.Tensor, p: torch.Tensor, equal: bool = False) -> 
     threads = max(1, torch.get_num_threads())
     if threads == 1 or len(s) < 2 * threads:
         return torch.from_numpy(count(0, len(s)))
+    bounds = np.linspace(0, len(s), threads + 1).astype(int)
+    parts = _pool(threads).map(lambda k: count(bounds[k], bounds[k + 1]), range(threads))
+    return torch.from_numpy(np.concatenate(list(parts)))
+
+
+def _count_rows_above(scores: torch.Tensor, rows: torch.Tensor, p: torch.Tensor, equal: bool = False) -> torch.Tensor:
+    """For each case i, how many entries of scores[rows[i]] exceed (or equal) p[i].
+
+    On the CPU each case compares its user's row in place (no copy of the row per case); a user's
+    cases are neighbours, so the row is still in cache for the second one. Cases are split over
+    torch's thread count (numpy releases the GIL while it compares).
+    """
+    if scores.device.type != "cpu":
+        out = torch.empty(len(rows), dtype=torch.long, device=scores.device)
+        step = max(1, (1 << 24) // max(1, scores.shape[1]))
+        for lo in range(0, len(rows), step):
+            block, q = scores[rows[lo:lo + step]], p[lo:lo + step, None]
+            out[lo:lo + step] = ((block == q) if equal else (block > q)).sum(1)
+        return out
+    s, r, q = scores.numpy(), rows.numpy(), p.numpy()
+    op = np.equal if equal else np.greater
+    counts = np.empty(len(r), dtype=np.int64)
+
+    def count(lo: int, hi: int) -> None:
+        flags = np.empty(s.shape[1], dtype=bool)
+        for i in range(lo, hi):
+            op(s[r[i]], q[i], out=flags)
+            counts[i] = np.count_nonzero(flags)
+
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or len(r) < 2 * threads:
+        count(0, len(r))
+    else:
+        bounds = np.linspace(0, len(r), threads + 1).astype(int)
+        list(_pool(threads).map(lambda k: count(bounds[k], bounds[k + 1]), range(threads)))
+    return torch.from_numpy(counts)
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None or _POOL._max_workers != threads:
         _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sml-sim-rank")
-    bounds = np.linspace(0, len(s), threads + 1).astype(int)
-    parts = _POOL.map(lambda k: count(bounds[k], bounds[k + 1]), range(threads))
-    return torch.from_numpy(np.concatenate(list(parts)))
+    return _POOL
+
+
+def _rank_by_user(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: int) -> Ranks:
+    """rank_cases for scorers whose scores depend on the user only (MF, SML): one score row per
+    distinct user, shared by the user's cases of the period (a Yelp period has ~4 per user)."""
+    n, m = len(cases), cases.n_universe
+    order, ptr = cases.by_user()
+    n_local = len(cases.local_user_ids)
+    block = max(1, min(n_local, max_chunk_elems // max(1, m)))
+    buffer = torch.empty(block, m, device=device)
+    user_ids = cases.tensor("local_user_ids", device)
+    sampled = torch.empty(n, dtype=torch.long, device=device)
+    full = torch.empty(n, dtype=torch.long, device=device)
+    for a in range(0, n_local, block):
+        b = min(n_local, a + block)
+        scores = scorer.score_users(user_ids[a:b], m, out=buffer[:b - a])
+        if scores.shape != (b - a, m):
+            raise ScoringError(f"scorer returned shape {tuple(scores.shape)}, expected {(b - a, m)}")
+        idx = torch.as_tensor(order[ptr[a]:ptr[b]], device=device)
+        rows = cases.tensor("case_local_user", device)[idx] - a
+        flat = scores.view(-1)
+        base = rows * m
+        pos = flat[base + cases.tensor("items", device)[idx]]
+        if not torch.isfinite(pos).all():
+            raise ScoringError("non-finite scores (NaN or inf) for test positives")
+        neg_idx = cases.tensor("negatives", device)[idx]
+        valid = neg_idx >= 0
+        neg = flat[base[:, None] + neg_idx.clamp(min=0).long()]
+        p = pos[:, None]
+        s_gt = ((neg > p) & valid).sum(1)
+        s_eq = ((neg == p) & valid).sum(1)
+        del neg
+        # The user's interacted items (each positive among them) leave the full ranking.
+        lo_h, hi_h = int(cases.hist_indptr[a]), int(cases.hist_indptr[b])
+        scores[cases.tensor("hist_user", device)[lo_h:hi_h] - a, cases.tensor("hist_item", device)[lo_h:hi_h]] = float("-inf")
+        u = cases.tensor("tie_break", device)[idx]
+        full_rank = _count_rows_above(scores, rows, pos).to(device)
+        if bool(s_eq.any()):
+            full_rank = full_rank + torch.floor(u * (_count_rows_above(scores, rows, pos, equal=True).to(device) + 1)).long()
+        full[idx] = full_rank
+        sampled[idx] = s_gt + torch.floor(u * (s_eq + 1)).long()
+    return Ranks(sampled.cpu().numpy().astype(np.int32), full.cpu().numpy().astype(np.int32))
 
 
 def rank_cases(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: int = 1 << 25) -> Ranks:
@@ -205,6 +343,8 @@ def rank_cases(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: in
     would almost surely count zero.
     """
     n, m = len(cases), cases.n_universe
+    if n and hasattr(scorer, "score_users"):
+        return _rank_by_user(scorer, cases, device, max_chunk_elems)
     sampled_parts: list[torch.Tensor] = []
     full_parts: list[torch.Tensor] = []
     if n == 0:
@@ -228,7 +368,7 @@ def rank_cases(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: in
             raise ScoringError("non-finite scores (NaN or inf) for test positives")
         neg_idx = cases.tensor("negatives", device)[lo:hi]
         valid = neg_idx >= 0
-        neg = scores.gather(1, neg_idx.clamp(min=0))
+        neg = scores.gather(1, neg_idx.clamp(min=0).long())
         # The user's interacted items (the positive among them) leave the full ranking.
         h_rows, h_items = cases.history_pairs(lo, hi, device)
         scores[h_rows, h_items] = float("-inf")

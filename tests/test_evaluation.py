@@ -262,6 +262,71 @@ def test_chunking_does_not_change_ranks(make_dataset):
     assert np.array_equal(a.sampled, b.sampled) and np.array_equal(a.full, b.full)
 
 
+class _UserScorer:
+    """Scores that depend on the user only, offered both per case and per distinct user."""
+
+    def __init__(self, emb_u, emb_i):
+        self.emb_u, self.emb_i = emb_u, emb_i
+
+    def score(self, cases, rows, n_items):
+        return self.emb_u[torch.as_tensor(cases.users[rows])] @ self.emb_i[:n_items].T
+
+    def score_users(self, users, n_items, out=None):
+        return torch.mm(self.emb_u[users], self.emb_i[:n_items].T, out=out)
+
+
+class _PerCaseOnly:
+    def __init__(self, inner):
+        self.score = inner.score
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_per_user_scoring_ranks_like_per_case_scoring(threads):
+    """Scoring each distinct user once gives every case the rank the per-case path gives, and the
+    rank a brute-force count gives, whatever the block size."""
+    torch.set_num_threads(threads)
+    ds = _many_items_dataset(n_items=4300, n_users=12, period1=300)  # ~25 cases per user
+    cases = build_cases(ds, 1, seed=6)
+    g = torch.Generator().manual_seed(3)
+    scorer = _UserScorer(torch.randn(ds.n_users, 8, generator=g), torch.randn(ds.n_items, 8, generator=g))
+    per_user = rank_cases(scorer, cases, CPU)
+    small_blocks = rank_cases(scorer, cases, CPU, max_chunk_elems=5 * cases.n_universe)
+    per_case = rank_cases(_PerCaseOnly(scorer), cases, CPU)
+    assert np.array_equal(per_user.sampled, per_case.sampled) and np.array_equal(per_user.full, per_case.full)
+    assert np.array_equal(per_user.sampled, small_blocks.sampled) and np.array_equal(per_user.full, small_blocks.full)
+    hist = _history_upto(ds, 1)
+    scores = (scorer.emb_u @ scorer.emb_i.T).numpy()
+    for row in range(0, len(cases), 7):
+        u, pos = int(cases.users[row]), int(cases.items[row])
+        neg = cases.negatives[row]
+        assert per_user.sampled[row] == int((scores[u, neg[neg >= 0]] > scores[u, pos]).sum())
+        others = np.setdiff1d(np.arange(cases.n_universe), list(hist[u]))
+        assert per_user.full[row] == int((scores[u, others] > scores[u, pos]).sum())
+
+
+def test_plentiful_negatives_are_uniform_over_the_eligible_items():
+    """Every eligible item is equally likely to be a negative (chi-square over 1.2M draws), and a
+    history item never is."""
+    ds = _many_items_dataset(n_items=6000, n_users=8, period1=1200)
+    cases = build_cases(ds, 1, seed=21)
+    hist = _history_upto(ds, 1)
+    user = int(np.bincount(cases.users).argmax())
+    rows = cases.users == user
+    counts = np.bincount(cases.negatives[rows].ravel(), minlength=cases.n_universe)
+    eligible = np.setdiff1d(np.arange(cases.n_universe), list(hist[user]))
+    assert len(eligible) >= 4 * N_NEGATIVES  # the rejection sampler's path, not the explicit pool
+    assert counts[list(hist[user])].sum() == 0
+    observed = counts[eligible]
+    expected = observed.sum() / len(eligible)
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    dof = len(eligible) - 1
+    # without replacement the variance shrinks by (1 - 999/eligible), so chi2 sits below dof;
+    # a biased sampler (e.g. one favouring low ids) lands far above dof + 6 sd
+    assert chi2 < dof + 6 * math.sqrt(2 * dof), (chi2, dof)
+    low, high = observed[: len(observed) // 2].sum(), observed[len(observed) // 2:].sum()
+    assert abs(low - high) / observed.sum() < 0.01
+
+
 def test_nan_scorer_raises_scoring_error(make_dataset):
     ds = make_dataset(n=600, periods=6, split=(3, 1, 2), retrain_start=1)
     cases = build_cases(ds, 4, seed=0)

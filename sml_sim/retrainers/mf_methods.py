@@ -60,6 +60,11 @@ class MFRetrainer(Retrainer):
     def score(self, cases, rows: np.ndarray, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
         return mf_scores(self.model.P, self.model.Q, cases, rows, n_items, out)
 
+    @torch.no_grad()
+    def score_users(self, users: torch.Tensor, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores depend on the user only, so evaluation scores each distinct user once."""
+        return torch.mm(self.model.P[users], self.model.Q[:n_items].T, out=out)
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict()}
 
@@ -166,6 +171,12 @@ class MostPopular(Retrainer):
 
     def score(self, cases, rows, n_items):
         return self.counts[:n_items].expand(len(rows), n_items).clone()
+
+    def score_users(self, users: torch.Tensor, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The same scores for every user: evaluation scores each distinct user once."""
+        if out is None:
+            return self.score(None, users, n_items)
+        return out.copy_(self.counts[:n_items].expand(len(users), n_items))
 
     def state_dict(self) -> dict:
         return {"counts": self.counts}

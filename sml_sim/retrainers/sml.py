@@ -322,6 +322,11 @@ class SML(Retrainer):
     def score(self, cases, rows: np.ndarray, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
         return mf_scores(self.W["user"], self.W["item"], cases, rows, n_items, out)
 
+    @torch.no_grad()
+    def score_users(self, users: torch.Tensor, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """W_t's scores depend on the user only, so evaluation scores each distinct user once."""
+        return torch.mm(self.W["user"][users], self.W["item"][:n_items].T, out=out)
+
     def state_dict(self) -> dict:
         return {
             "W": self.W, "W_prev": self.W_prev, "W_hat": self.W_hat,
