@@ -4,11 +4,11 @@
                                              [--rounds 9] [--clock wall|cpu]
 
 Measures, in one process: the transfer's forward (no autograd, as when W_t is produced for a
-table) and forward+backward (training: gradients for w_hat and for Theta, as in SML's steps 1-2)
-on batches of ``--rows`` rows, and torch.mm with the shape of the transfer's FC layer
+table), forward+backward (gradients for w_hat and for Theta: SML's step 2 pattern) and forward +
+gradient w.r.t. w_hat only (step 1: autograd then skips Theta's gradients) on batches of ``--rows`` rows, and torch.mm with the shape of the transfer's FC layer
 ([rows, C*d] @ [C*d, fc], float32), which dominates its work. FLOPs are 2 x the multiply-adds of
 ``transfer_flops_per_row`` (conv and linear layers; GELU, norm and product are not counted), times
-3 for forward+backward (forward, input gradient, weight gradient).
+3 for forward+backward (forward, input gradient, weight gradient) and 2 for forward + input gradient.
 
 Timings are taken in interleaved rounds; the table shows the best round (least disturbed by other
 processes on a shared machine) and the median round. On a busy machine, ``--threads 1 --clock cpu``
@@ -83,13 +83,17 @@ def main() -> None:
         w_hat.grad = None
         net(w_prev, w_hat).backward(grad_out)
 
-    fns = {"forward": forward, "forward+backward": train_step, "mm": lambda: torch.mm(a, b)}
+    def w_hat_step():
+        torch.autograd.grad(net(w_prev, w_hat), [w_hat], grad_out)
+
+    fns = {"forward": forward, "forward+backward": train_step, "forward+input-grad": w_hat_step,
+           "mm": lambda: torch.mm(a, b)}
     load_before = os.getloadavg()[0]
     secs = time_rounds(fns, args.seconds, args.rounds, clock)
     load_after = os.getloadavg()[0]
 
     macs = transfer_flops_per_row(net) * args.rows
-    flops = {"forward": 2 * macs, "forward+backward": 6 * macs, "mm": 2 * args.rows * fc_in * net.fc_size}
+    flops = {"forward": 2 * macs, "forward+backward": 6 * macs, "forward+input-grad": 4 * macs, "mm": 2 * args.rows * fc_in * net.fc_size}
     best = {k: flops[k] / min(v) / 1e9 for k, v in secs.items()}
     median = {k: flops[k] / statistics.median(v) / 1e9 for k, v in secs.items()}
 
@@ -101,7 +105,8 @@ def main() -> None:
     print("| work | ms/call (best) | GFLOP/s best | GFLOP/s median | / mm (best) |")
     print("|---|---:|---:|---:|---:|")
     labels = {"forward": "CNN transfer forward (no grad)",
-              "forward+backward": "CNN transfer forward+backward",
+              "forward+backward": "CNN transfer forward+backward (SML step 2: Theta's gradients)",
+              "forward+input-grad": "CNN transfer forward+gradient w.r.t. w_hat only (SML step 1)",
               "mm": f"torch.mm [{args.rows}x{fc_in}]@[{fc_in}x{net.fc_size}]"}
     for k in fns:
         print(f"| {labels[k]} | {min(secs[k]) * 1e3:.2f} | {best[k]:.1f} | {median[k]:.1f} | "

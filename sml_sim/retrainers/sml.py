@@ -126,7 +126,7 @@ class SML(Retrainer):
         self.W_hat: dict[str, torch.Tensor] | None = None  # W_hat_{t-1}
         self.w_hat_opt: dict[str, RowAdam] | None = None
         self.trained_upto = ctx.dataset.split.retrain_start - 1
-        self.rows_trained = 0
+        self.row_passes = 0
 
     def _make_transfer(self, dim: int):
         kind = self.hp("transfer")
@@ -172,7 +172,8 @@ class SML(Retrainer):
         total, count = torch.zeros((), device=dev), 0
         for u, i, j in self._batches(data, self.hp("batch_w_hat"), epochs, gen, negatives):
             rows, iu, ii, ij = self._batch_rows(u, i, j)
-            self.rows_trained += sum(len(rows[g]) for g in GROUPS) if through else 0
+            # forward + gradients of the activations (autograd.grad w.r.t. W_hat skips Theta's)
+            self.row_passes += 2 * sum(len(rows[g]) for g in GROUPS) if through else 0
             hat = {g: W_hat[g][rows[g]].requires_grad_(True) for g in GROUPS}
             if through:
                 new = {g: self.theta[g](W_prev[g][rows[g]], hat[g]) for g in GROUPS}
@@ -216,7 +217,7 @@ class SML(Retrainer):
         total, count = torch.zeros((), device=dev), 0
         for u, i, j in self._batches(data, self.hp("batch_theta"), epochs, gen, negatives):
             rows, iu, ii, ij = self._batch_rows(u, i, j)
-            self.rows_trained += sum(len(rows[g]) for g in GROUPS)
+            self.row_passes += 3 * sum(len(rows[g]) for g in GROUPS)  # forward, activation and weight gradients
             new = {g: self.theta[g](W_prev[g][rows[g]], W_hat[g][rows[g]]) for g in GROUPS}
             pu, qi, qj = new["user"][iu], new["item"][ii], new["item"][ij]
             loss = log_loss((pu * qi).sum(1), (pu * qj).sum(1))
@@ -234,6 +235,7 @@ class SML(Retrainer):
 
     def _transfer_all(self, W_prev, W_hat) -> dict:
         """W = f_Theta(W_prev, W_hat) over the whole tables (once per period)."""
+        self.row_passes += sum(len(W_prev[g]) for g in GROUPS)  # forward only
         return {g: apply_in_chunks(self.theta[g], W_prev[g], W_hat[g]) for g in GROUPS}
 
     def _new_w_hat(self, W_init) -> tuple[dict, dict]:
@@ -273,7 +275,9 @@ class SML(Retrainer):
             self.report(min(1.0, done[0] / max(1, planned)))
 
         losses = {}
-        self.rows_trained = 0  # rows through the transfer with a backward pass (throughput figures)
+        # Rows through the transfer, in forward-pass equivalents (throughput figures): a forward
+        # counts 1, a step-1 row 2 (forward + activation gradients), a step-2 row 3.
+        self.row_passes = 0
         if not serving:
             # Algorithm 1 for task t.
             W_prev = self.W
@@ -307,7 +311,7 @@ class SML(Retrainer):
             if value != value:
                 raise FloatingPointError(f"SML {name} loss became NaN")
         extra = {f"loss_{k}": float(v) for k, v in losses.items()}
-        extra["transfer_rows_trained"] = self.rows_trained
+        extra["transfer_row_passes"] = self.row_passes
         extra["transfer_macs_per_row"] = int(getattr(self.theta["user"], "flops_per_row", lambda: 0)())
         filters = {g: first_layer_filters(self.theta[g]) for g in GROUPS}
         if all(f is not None for f in filters.values()):
