@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install sml-sim with its test tools. Safe to run again (it only adds what is missing).
 #
-# torch is installed first, as a CPU build, so that resolving `torch>=2.2` never pulls a multi-GB
+# torch is installed first, as a CPU build, so that resolving `torch>=2.4` never pulls a multi-GB
 # CUDA build: from a local wheel where the machine has one (/opt/wheels), else from PyTorch's CPU
 # index. GPU users: install the CUDA torch of your choice into .venv first (see README), then run
 # this; an installed torch is kept. SML_SIM_TORCH="torch==X.Y.Z" picks another version.
