@@ -188,8 +188,9 @@ class MostPopular(Retrainer):
 class RandomScores(Retrainer):
     """Uniform random scores: Recall@20 over 1000 candidates should come out near 0.02.
 
-    One random score vector per chunk of cases, shared by the chunk: each case's positive still
-    ranks uniformly among its candidates, at a fraction of the cost of a full random matrix.
+    One random score vector per chunk of cases (or block of users), shared by the chunk: each
+    case's positive still ranks uniformly among its candidates, at a fraction of the cost of a full
+    random matrix.
     """
 
     kind = "random"
@@ -201,3 +202,10 @@ class RandomScores(Retrainer):
     def score(self, cases, rows, n_items):
         g = self.ctx.generator(self.name, cases.period, int(rows[0]))
         return torch.rand(n_items, generator=g, device=self.ctx.device).expand(len(rows), n_items).clone()
+
+    def score_users(self, users: torch.Tensor, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The same: one vector per block of users, seeded by the evaluated period and the block's
+        first user, so evaluation takes the cheaper per-user path."""
+        g = self.ctx.generator(self.name, self.t + 1, "users", int(users[0]))
+        vec = torch.rand(n_items, generator=g, device=self.ctx.device).expand(len(users), n_items)
+        return vec.clone() if out is None else out.copy_(vec)
