@@ -76,12 +76,15 @@ class RowAdam:
             grads = torch.zeros(len(rows), grads.shape[1], dtype=grads.dtype, device=grads.device).index_add_(
                 0, inverse, grads)
         self.steps += 1
-        m = self.m[rows].mul_(self.b1).add_(grads, alpha=1 - self.b1)
-        v = self.v[rows].mul_(self.b2).addcmul_(grads, grads, value=1 - self.b2)
-        self.m[rows] = m
-        self.v[rows] = v
+        # index_select / index_copy_ rather than advanced indexing: ~5x faster row gathers on the
+        # CPU (tables of this size do not fit in cache), with the same values.
+        m = self.m.index_select(0, rows).mul_(self.b1).add_(grads, alpha=1 - self.b1)
+        v = self.v.index_select(0, rows).mul_(self.b2).addcmul_(grads, grads, value=1 - self.b2)
+        self.m.index_copy_(0, rows, m)
+        self.v.index_copy_(0, rows, v)
         step_size = self.lr * (1 - self.b2 ** self.steps) ** 0.5 / (1 - self.b1 ** self.steps)
-        self.table[rows] -= step_size * m / (v.sqrt_().add_(self.eps))
+        update = step_size * m / (v.sqrt_().add_(self.eps))
+        self.table.index_copy_(0, rows, self.table.index_select(0, rows).sub_(update))
 
     def state_dict(self) -> dict:
         return {"m": self.m, "v": self.v, "steps": self.steps}
@@ -112,7 +115,7 @@ def mf_step(model: MF, opt_user: RowAdam, opt_item: RowAdam, u: torch.Tensor, i:
     loss = 0.5 * (mean softplus(-p.q_i) + mean softplus(p.q_j)) + 0.5 * l2 * (batch rows' squares) / B
     """
     b = len(u)
-    pu, qi, qj = model.P[u], model.Q[i], model.Q[j]
+    pu, qi, qj = model.P.index_select(0, u), model.Q.index_select(0, i), model.Q.index_select(0, j)
     s_pos, s_neg = (pu * qi).sum(1), (pu * qj).sum(1)
     loss = log_loss(s_pos, s_neg)
     d_pos = (-0.5 / b) * torch.sigmoid(-s_pos)[:, None]
