@@ -22,7 +22,7 @@ from sml_sim.data.base import RawStream, Split, build_dataset
 from sml_sim.data.protocols import DatasetSpec, load_dataset
 from sml_sim.evaluation import build_cases, rank_cases
 from sml_sim.models.mf import MF
-from sml_sim.retrainers.mf_methods import mf_scores
+from sml_sim.retrainers.mf_methods import mf_scores, mf_user_scores
 
 
 class PerCaseMFScorer:
@@ -42,7 +42,7 @@ class MFScorer(PerCaseMFScorer):
     """As the MF and SML retrainers score: one row per distinct user of the period."""
 
     def score_users(self, users, n_items, out=None):
-        return torch.mm(self.model.P[users], self.model.Q[:n_items].T, out=out)
+        return mf_user_scores(self.model.P, self.model.Q, users, n_items, out)
 
 
 def main() -> None:

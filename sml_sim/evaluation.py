@@ -307,7 +307,7 @@ def _rank_by_user(scorer, cases: CaseSet, device: torch.device, max_chunk_elems:
             raise ScoringError(f"scorer returned shape {tuple(scores.shape)}, expected {(b - a, m)}")
         idx = torch.as_tensor(order[ptr[a]:ptr[b]], device=device)
         rows = cases.tensor("case_local_user", device)[idx] - a
-        flat = scores.view(-1)
+        flat = scores.reshape(-1)  # a view: the scorer wrote into the contiguous buffer
         base = rows * m
         pos = flat[base + cases.tensor("items", device)[idx]]
         if not torch.isfinite(pos).all():

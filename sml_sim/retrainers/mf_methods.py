@@ -19,6 +19,12 @@ def mf_scores(P: torch.Tensor, Q: torch.Tensor, cases, rows: np.ndarray, n_items
     return torch.mm(P[users], Q[:n_items].T, out=out)
 
 
+def mf_user_scores(P: torch.Tensor, Q: torch.Tensor, users: torch.Tensor, n_items: int,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """Dot-product scores of the given users against items 0..n_items-1 (evaluation's per-user path)."""
+    return torch.mm(P.index_select(0, users), Q[:n_items].T, out=out)
+
+
 def pretrain_mf(ctx: ReplayContext, params: dict) -> MF:
     """The initial MF W_{start-1}: trained on periods 0..retrain_start-1, shared by all MF methods."""
     ds = ctx.dataset
@@ -63,7 +69,7 @@ class MFRetrainer(Retrainer):
     @torch.no_grad()
     def score_users(self, users: torch.Tensor, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Scores depend on the user only, so evaluation scores each distinct user once."""
-        return torch.mm(self.model.P[users], self.model.Q[:n_items].T, out=out)
+        return mf_user_scores(self.model.P, self.model.Q, users, n_items, out)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict()}

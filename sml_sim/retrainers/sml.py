@@ -52,7 +52,7 @@ from sml_sim.models.mf import RowAdam, log_loss
 from sml_sim.models.transfer import apply_in_chunks, build_transfer, first_layer_filters
 from sml_sim.retrainers import register
 from sml_sim.retrainers.base import ReplayContext, Retrainer
-from sml_sim.retrainers.mf_methods import mf_scores
+from sml_sim.retrainers.mf_methods import mf_scores, mf_user_scores
 
 GROUPS = ("user", "item")
 
@@ -331,7 +331,7 @@ class SML(Retrainer):
     @torch.no_grad()
     def score_users(self, users: torch.Tensor, n_items: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """W_t's scores depend on the user only, so evaluation scores each distinct user once."""
-        return torch.mm(self.W["user"][users], self.W["item"][:n_items].T, out=out)
+        return mf_user_scores(self.W["user"], self.W["item"], users, n_items, out)
 
     def state_dict(self) -> dict:
         return {
