@@ -241,12 +241,7 @@ def _count_above(scores: torch.Tensor, p: torch.Tensor, equal: bool = False) -> 
         block = (s[lo:hi] == q[lo:hi]) if equal else (s[lo:hi] > q[lo:hi])
         return np.count_nonzero(block, axis=1)
 
-    threads = max(1, torch.get_num_threads())
-    if threads == 1 or len(s) < 2 * threads:
-        return torch.from_numpy(count(0, len(s)))
-    bounds = np.linspace(0, len(s), threads + 1).astype(int)
-    parts = _pool(threads).map(lambda k: count(bounds[k], bounds[k + 1]), range(threads))
-    return torch.from_numpy(np.concatenate(list(parts)))
+    return torch.from_numpy(np.concatenate(_over_threads(len(s), count)))
 
 
 def _count_rows_above(scores: torch.Tensor, rows: torch.Tensor, p: torch.Tensor, equal: bool = False) -> torch.Tensor:
@@ -273,13 +268,18 @@ def _count_rows_above(scores: torch.Tensor, rows: torch.Tensor, p: torch.Tensor,
             op(s[r[i]], q[i], out=flags)
             counts[i] = np.count_nonzero(flags)
 
-    threads = max(1, torch.get_num_threads())
-    if threads == 1 or len(r) < 2 * threads:
-        count(0, len(r))
-    else:
-        bounds = np.linspace(0, len(r), threads + 1).astype(int)
-        list(_pool(threads).map(lambda k: count(bounds[k], bounds[k + 1]), range(threads)))
+    _over_threads(len(r), count)
     return torch.from_numpy(counts)
+
+
+def _over_threads(n: int, work) -> list:
+    """work(lo, hi) over 0..n split into one contiguous part per torch thread (numpy releases the
+    GIL in the heavy parts); the parts' results, in order."""
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or n < 2 * threads:
+        return [work(0, n)]
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+    return list(_pool(threads).map(lambda k: work(bounds[k], bounds[k + 1]), range(threads)))
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
