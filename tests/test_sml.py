@@ -165,3 +165,35 @@ def test_sml_learns_beyond_random():
     test = [r.metrics["recall@20"] for p, r in res.items() if p in (6, 7)]
     # 60 items: random ranks the positive in the top 20 of its ~45-60 candidates ~ 1/3 of the time.
     assert np.mean(test) > 0.6
+
+
+def test_idle_rows_keep_freezes_only_rows_seen_before_and_absent_now():
+    """idle_rows = "keep": a row seen earlier but absent from D_t keeps W_{t-1}; active rows and
+    rows not seen yet go through the transfer, as every row does by default."""
+    from sml_sim.data.base import PeriodData
+
+    ds = tiny_dataset()
+    r, _ = started(ds, idle_rows="keep")
+    W_prev = {g: r.W[g].clone() for g in GROUPS}
+    W_hat = {g: W_prev[g] + 0.1 for g in GROUPS}
+    active_users, active_items = np.array([1, 2, 3]), np.array([4, 5, 6])
+    data = PeriodData(3, active_users, active_items, np.zeros(3, dtype=np.int64), 10_000)
+    r._first_period["user"][7] = 5  # user 7 is first seen after period 3: not seen yet
+    new = r._transfer_all(W_prev, W_hat, data)
+    moved = {g: torch.nonzero((new[g] != W_prev[g]).any(1)).flatten().tolist() for g in GROUPS}
+    unseen = {g: set(torch.nonzero(r._first_period[g] >= 3).flatten().tolist()) for g in GROUPS}
+    assert 7 in unseen["user"] and len(unseen["user"]) < ds.n_users - 3
+    assert moved["user"] == sorted({1, 2, 3} | unseen["user"])
+    assert moved["item"] == sorted({4, 5, 6} | unseen["item"])
+    with torch.no_grad():
+        expected = r.theta["user"](W_prev["user"][[1, 7]], W_hat["user"][[1, 7]])
+    torch.testing.assert_close(new["user"][[1, 7]], expected)
+
+    r_all, _ = started(ds)
+    every = r_all._transfer_all(W_prev, W_hat, data)
+    assert all(bool((every[g] != W_prev[g]).any(1).all()) for g in GROUPS)
+
+
+def test_idle_rows_rejects_unknown_values():
+    with pytest.raises(ValueError, match="idle_rows"):
+        started(tiny_dataset(), idle_rows="freeze")

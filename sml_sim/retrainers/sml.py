@@ -40,6 +40,15 @@ Choices the paper leaves open, made here and documented in the README:
   they would only re-fit W_hat_{t-1} to old data): it runs lines 8-9 only;
 * SML-N replaces D_{t+1} by D_t wherever Theta is trained (so it never needs the next period);
 * SML-FP trains W_hat_t on D_t directly as an MF (eq. 8 without the transfer); Theta as in SML.
+
+One option departs from the paper and is off by default: with ``idle_rows = "keep"``, an idle row
+(seen in an earlier period, no interaction in D_t) keeps W_{t-1} when W_t is produced; active rows
+and rows not seen yet go through the transfer as in the paper. The paper maps every row, and a row
+without data has W_hat_t = W_{t-1} (line 3), so an idle row is mapped by w -> f(w, w) period after
+period. Theta never trains on a trained row in that state (step 2 sees the rows of D_{t+1}: active
+rows, and new rows that are still at their random init), and on streams where items die (news) the
+iterated map can blow dead rows up until they overflow (BENCHMARKS.md, synthetic-adressa).
+Rows not seen yet stay in the transfer: mapping fresh random rows is how SML serves new items.
 """
 
 from __future__ import annotations
@@ -92,6 +101,7 @@ class SML(Retrainer):
         "theta_on": "next",         # next (SML) | current (SML-N)
         "freeze_theta_serving": False,  # SML-S
         "w_hat_through_transfer": True,  # False: SML-FP
+        "idle_rows": "transfer",    # transfer (paper: every row) | keep (rows absent from D_t keep W_{t-1})
     }
 
     def hp(self, key: str):
@@ -117,6 +127,8 @@ class SML(Retrainer):
                     he_init(net)
             elif self.hp("theta_init") != "pytorch":
                 raise ValueError(f"{self.name}: theta_init must be pytorch or he, not {self.hp('theta_init')!r}")
+        if self.hp("idle_rows") not in ("transfer", "keep"):
+            raise ValueError(f"{self.name}: idle_rows must be transfer or keep, not {self.hp('idle_rows')!r}")
         params = [p for net in self.theta.values() for p in net.parameters()]
         # A fixed weighted sum has nothing to learn: step 2 is then skipped.
         # The fused Adam (one kernel per tensor) costs ~0.2 ms per step against ~1.9 ms for the
@@ -129,6 +141,10 @@ class SML(Retrainer):
         self.w_hat_opt: dict[str, RowAdam] | None = None
         self.trained_upto = ctx.dataset.split.retrain_start - 1
         self.row_passes = 0
+        # Period of each row's first interaction: a row whose first period is >= t has not been
+        # seen by the end of t - 1 (no look-ahead: only compared with the current period).
+        self._first_period = {g: torch.as_tensor(f, device=ctx.device)
+                              for g, f in zip(GROUPS, ctx.dataset.first_periods())}
 
     def _make_transfer(self, dim: int):
         kind = self.hp("transfer")
@@ -235,10 +251,26 @@ class SML(Retrainer):
         states = list(self.theta_opt.state.values()) if self.theta_opt is not None else []
         return int(states[0]["step"]) if states else 0
 
-    def _transfer_all(self, W_prev, W_hat) -> dict:
-        """W = f_Theta(W_prev, W_hat) over the whole tables (once per period)."""
-        self.row_passes += sum(len(W_prev[g]) for g in GROUPS)  # forward only
-        return {g: apply_in_chunks(self.theta[g], W_prev[g], W_hat[g]) for g in GROUPS}
+    def _transfer_all(self, W_prev, W_hat, data: PeriodData) -> dict:
+        """W = f_Theta(W_prev, W_hat) over the whole tables (once per period), W_hat learned on ``data``.
+
+        With ``idle_rows = "keep"`` the idle rows (seen in an earlier period, absent from ``data``)
+        keep W_prev; the others, including rows not seen yet, go through the transfer (a departure
+        from the paper, see the module docstring).
+        """
+        if self.hp("idle_rows") == "transfer":
+            self.row_passes += sum(len(W_prev[g]) for g in GROUPS)  # forward only
+            return {g: apply_in_chunks(self.theta[g], W_prev[g], W_hat[g]) for g in GROUPS}
+        new = {}
+        for g, ids in zip(GROUPS, self.ctx.tensors(data)):
+            moving = self._first_period[g] >= data.index  # not seen before this period...
+            moving[ids] = True  # ...or active in it
+            rows = moving.nonzero().squeeze(1)
+            self.row_passes += len(rows)
+            new[g] = W_prev[g].clone()
+            new[g].index_copy_(0, rows, apply_in_chunks(self.theta[g], W_prev[g].index_select(0, rows),
+                                                        W_hat[g].index_select(0, rows)))
+        return new
 
     def _new_w_hat(self, W_init) -> tuple[dict, dict]:
         W_hat = {g: W_init[g].clone() for g in GROUPS}
@@ -301,13 +333,13 @@ class SML(Retrainer):
                     losses["step2"] = self._step2(t, theta_data, W_prev2, W_hat_prev, e2, tick)
                     losses["step1"] = self._step1(t, ds.period(t - 1), W_prev2, W_hat_prev, self.w_hat_opt, e1, tick)
                 losses["step2"] = self._step2(t, theta_data, W_prev2, W_hat_prev, e2, tick)
-                self.W = self._transfer_all(W_prev2, W_hat_prev)  # refreshed W_{t-1}
+                self.W = self._transfer_all(W_prev2, W_hat_prev, ds.period(t - 1))  # refreshed W_{t-1}
             # Lines 8-9: learn W_hat_t on D_t and output W_t.
             W_prev = self.W
             W_hat, opt = self._new_w_hat(W_prev)
             losses["step1"] = self._step1(t, D_t, W_prev, W_hat, opt, serve_epochs, tick)
         self.W_prev, self.W_hat = W_prev, W_hat
-        self.W = self._transfer_all(W_prev, W_hat)
+        self.W = self._transfer_all(W_prev, W_hat, D_t)
         self.trained_upto = t
         for name, value in losses.items():
             if value != value:
