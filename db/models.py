@@ -76,6 +76,8 @@ class RunRow(Base):
     seed: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="running")
+    # "host:pid" of the process running it while status is "running": tells a killed run from a live one.
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=datetime.utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy import create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +37,25 @@ DEFAULT_DB_FILE = "sml-sim.db"
 
 class StoreError(Exception):
     """The store cannot be used (bad URL, unreachable, unknown run): a one-line user message."""
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_gone(owner: str | None) -> bool:
+    """True when ``owner`` ("host:pid") names a process of this host that no longer exists. A run
+    killed outright (SIGKILL, a closed terminal, the OOM killer) could not mark itself interrupted."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's process, or no owner recorded: cannot tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def default_url() -> str:
@@ -123,9 +143,16 @@ class Store:
         self.engine = make_engine(self.url)
         try:
             Base.metadata.create_all(self.engine)
+            self._add_missing_columns()
         except DatabaseError as exc:  # unreachable server, or a file that is not a database
             raise StoreError(f"cannot open the database {self.url}: {exc.orig}") from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _add_missing_columns(self) -> None:
+        """Stores made by an earlier version lack columns added since (create_all adds tables only)."""
+        if "owner" not in {c["name"] for c in inspect(self.engine).get_columns("runs")}:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE runs ADD COLUMN owner VARCHAR(128)"))
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -231,7 +258,7 @@ class Store:
                    device: str) -> int:
         with self.session() as s, s.begin():
             run = RunRow(dataset_id=dataset_id, scenario=scenario, config=config, methods=methods, seed=seed,
-                         device=device, status="running")
+                         device=device, status="running", owner=this_process())
             s.add(run)
             s.flush()
             return run.id
@@ -240,6 +267,7 @@ class Store:
         with self.session() as s, s.begin():
             run = s.get(RunRow, run_id)
             run.status = status
+            run.owner = this_process() if status == "running" else None
             run.error = error
             run.finished_at = datetime.utcnow() if status in ("finished", "failed") else None
 
@@ -258,7 +286,8 @@ class Store:
             for run, ds in s.execute(q).all():
                 out.append(RunInfo(
                     run_id=run.id, dataset=ds.name, source=ds.source, scenario=run.scenario,
-                    methods=list(run.methods), status=run.status, last_period=self._last_period(s, run),
+                    methods=list(run.methods), last_period=self._last_period(s, run),
+                    status="interrupted" if run.status == "running" and process_gone(run.owner) else run.status,
                     seed=run.seed, device=run.device, config=run.config, dataset_id=ds.id,
                     started_at=run.started_at.isoformat(timespec="seconds"), error=run.error,
                 ))

@@ -231,3 +231,40 @@ def test_real_file_appearing_at_default_location_is_not_stored_as_synthetic(cli,
     stored = Store(db).latest_dataset("yelp")
     assert stored["source"] == summary["source"], (stored["source"], summary["source"])
     assert stored["interactions"] == 20
+
+
+def test_run_of_a_vanished_process_reads_as_interrupted(store, dataset):
+    import subprocess
+    import sys
+
+    from db.store import process_gone, this_process
+
+    dataset_id = store.register_dataset(dataset, fingerprint(dataset.params, dataset.source))
+    run_id = store.create_run(dataset_id, "s", {}, ["pop"], 0, "cpu")
+    assert store.run(run_id).status == "running"  # this process owns it and is alive
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    host = this_process().rpartition(":")[0]
+    with store.engine.begin() as c:
+        c.execute(text("UPDATE runs SET owner = :o WHERE id = :r"), {"o": f"{host}:{gone}", "r": run_id})
+    assert process_gone(f"{host}:{gone}")
+    assert store.run(run_id).status == "interrupted"
+    # Another machine's process cannot be checked from here: the stored status stands.
+    assert not process_gone(f"another-host.example:{gone}")
+    store.set_run_status(run_id, "running")  # resumed by this process
+    assert store.run(run_id).status == "running"
+
+
+def test_store_from_before_the_owner_column_is_upgraded(tmp_path, dataset):
+    path = tmp_path / "old.db"
+    old = Store(f"sqlite:///{path}")
+    dataset_id = old.register_dataset(dataset, fingerprint(dataset.params, dataset.source))
+    run_id = old.create_run(dataset_id, "s", {}, ["pop"], 0, "cpu")
+    with old.engine.begin() as c:
+        c.execute(text("ALTER TABLE runs DROP COLUMN owner"))
+    old.engine.dispose()
+    upgraded = Store(f"sqlite:///{path}")
+    info = upgraded.run(run_id)  # no owner recorded: the status stands as stored
+    assert info.status == "running"
+    upgraded.set_run_status(run_id, "interrupted")
+    assert upgraded.run(run_id).status == "interrupted"
