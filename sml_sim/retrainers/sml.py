@@ -49,6 +49,8 @@ period. Theta never trains on a trained row in that state (step 2 sees the rows 
 rows, and new rows that are still at their random init), and on streams where items die (news) the
 iterated map can blow dead rows up until they overflow (BENCHMARKS.md, synthetic-adressa).
 Rows not seen yet stay in the transfer: mapping fresh random rows is how SML serves new items.
+Measured, "keep" stops that divergence but scores far worse there (frozen dead items outrank fresh
+ones): it is kept as an ablation of the paper's choice, not as a fix.
 """
 
 from __future__ import annotations
@@ -141,10 +143,11 @@ class SML(Retrainer):
         self.w_hat_opt: dict[str, RowAdam] | None = None
         self.trained_upto = ctx.dataset.split.retrain_start - 1
         self.row_passes = 0
-        # Period of each row's first interaction: a row whose first period is >= t has not been
-        # seen by the end of t - 1 (no look-ahead: only compared with the current period).
-        self._first_period = {g: torch.as_tensor(f, device=ctx.device)
-                              for g, f in zip(GROUPS, ctx.dataset.first_periods())}
+        if self.hp("idle_rows") == "keep":
+            # Period of each row's first interaction: a row whose first period is >= t has not been
+            # seen by the end of t - 1 (no look-ahead: only compared with the current period).
+            self._first_period = {g: torch.as_tensor(f, device=ctx.device)
+                                  for g, f in zip(GROUPS, ctx.dataset.first_periods())}
 
     def _make_transfer(self, dim: int):
         kind = self.hp("transfer")
