@@ -129,27 +129,27 @@ def main() -> None:
         w_prev = torch.randn(rows, 64) * 0.1
         w_hat = w_prev + 0.01 * torch.randn(rows, 64)
 
-        def step2(fwd):
+        def step2(fwd, w_prev=w_prev, w_hat=w_hat):
             net.zero_grad(set_to_none=True)
             fwd(w_prev, w_hat).square().mean().backward()
 
-        def step1(fwd):
+        def step1(fwd, w_prev=w_prev, w_hat=w_hat):
             hat = w_hat.clone().requires_grad_(True)
             torch.autograd.grad(fwd(w_prev, hat).square().mean(), [hat])
 
         for pattern, fn, passes in (("step 2", step2, 3), ("step 1", step1, 2)):
-            times = time_rounds({n: (lambda f=f: fn(f)) for n, f in forwards.items()}, args.seconds, args.rounds)
+            times = time_rounds({n: (lambda f=f, fn=fn: fn(f)) for n, f in forwards.items()}, args.seconds, args.rounds)
             cells = [f"{min(ts) * 1e3:.2f} ({passes * rows * flops_per_row / min(ts) / 1e9:.0f})"
                      for ts in times.values()]
             print(f"| {rows} | {pattern} | " + " | ".join(cells) + " |")
 
-    print("\n| GELU on [10, 511*64] | exact (shipped) us | tanh approximation us | compiled exact us |")
-    print("|---|---|---|---|")
     x = torch.randn(10, 511 * 64, requires_grad=True)
     g = torch.randn(10, 511 * 64)
-    gelus = {"exact": F.gelu, "tanh": lambda v: F.gelu(v, approximate="tanh")}
+    gelus = {"exact (shipped)": F.gelu, "tanh approximation": lambda v: F.gelu(v, approximate="tanh")}
     if not args.no_compile:
-        gelus["compiled"] = torch.compile(lambda v: F.gelu(v), dynamic=True)
+        gelus["compiled exact"] = torch.compile(lambda v: F.gelu(v), dynamic=True)
+    print("\n| GELU on [10, 511*64] | " + " | ".join(f"{n} us" for n in gelus) + " |")
+    print("|---|" + "---|" * len(gelus))
     fwd_t = time_rounds({n: (lambda f=f: f(x.detach())) for n, f in gelus.items()}, args.seconds, args.rounds)
     both_t = time_rounds({n: (lambda f=f: f(x).backward(g)) for n, f in gelus.items()}, args.seconds, args.rounds)
     print("| forward | " + " | ".join(f"{min(v) * 1e6:.0f}" for v in fwd_t.values()) + " |")
