@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_periods.py [--dataset synthetic-yelp] [--scale S] \
         [--data FILE] [--methods sml,full,fine,sml-s] [--threads 2] [--full-epochs N] [--json out.json]
+        [--scenario scenarios/NAME.toml]
 
 Replays the stream with the engine (no store), records each method's retraining seconds, evaluation
 seconds and peak RSS per period, and prints:
@@ -21,9 +22,11 @@ import argparse
 import json
 import resource
 import time
+from pathlib import Path
 
 import torch
 
+from sml_sim.config import load_scenario
 from sml_sim.data import DatasetSpec, load_dataset
 from sml_sim.engine import MethodResult, MethodSpec, ReplayEngine
 
@@ -48,13 +51,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--full-epochs", type=int, default=None, help="override Full-retrain's epochs")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--scenario", default=None,
+                    help="take the methods' and pre-training's settings from this scenario file "
+                         "(default: each method's built-in defaults)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     ds = load_dataset(DatasetSpec(args.dataset, data=args.data, scale=args.scale, seed=args.seed))
-    params = {"full": {"epochs": args.full_epochs}} if args.full_epochs else {}
+    scenario = load_scenario(Path(args.scenario)) if args.scenario else None
+    params = {m: dict(p) for m, p in scenario.method_params.items()} if scenario else {}
+    if args.full_epochs:
+        params.setdefault("full", {})["epochs"] = args.full_epochs
     methods = [MethodSpec(m, params.get(m, {})) for m in args.methods.split(",")]
-    engine = ReplayEngine(ds, methods, seed=args.seed, device="cpu")
+    engine = ReplayEngine(ds, methods, seed=args.seed, device="cpu",
+                          pretrain=scenario.pretrain if scenario else None)
     rows: dict[int, dict[str, dict]] = {}
 
     def on_event(e) -> None:

@@ -1,10 +1,11 @@
 """Where one SML retraining spends its time, by kind of work (torch profiler), with its throughput.
 
     .venv/bin/python bench/profile_sml.py [--scale 1.0] [--period 24] [--outer-iters 1] [--threads 2]
+    .venv/bin/python bench/profile_sml.py --dataset movielens --data ../shared/data/ml-100k/u.data --outer-iters 10
 
-Builds synthetic-yelp at ``--scale``, pre-trains the initial MF for one epoch, runs SML's Algorithm 1
+Builds synthetic-yelp at ``--scale`` (or ``--dataset`` from ``--data``, with its scenario's SML settings), pre-trains the initial MF for one epoch, runs SML's Algorithm 1
 for ``--period`` once untimed (warm-up: allocator, BLAS kernels) and once under the torch profiler,
-with the yelp scenario's hyperparameters except ``--outer-iters`` (one outer iteration is enough to
+with the scenario's hyperparameters except ``--outer-iters`` (one outer iteration is enough to
 see the split: every iteration does the same work). Self CPU time is grouped into matrix products
 (the transfer's conv and FC layers, forward and backward), GELU forward and backward, and the rest
 (gathers, unique, losses, optimisers, Python and autograd bookkeeping). Also prints the period's
@@ -43,18 +44,29 @@ KINDS = {"aten::mm": "matrix products", "aten::addmm": "matrix products", "aten:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--dataset", default="synthetic-yelp", help="synthetic-yelp or movielens (with --data)")
+    ap.add_argument("--data", default=None, help="the dataset's file, for real data")
+    ap.add_argument("--scale", type=float, default=None, help="synthetic streams; default 1.0")
+    ap.add_argument("--scenario", default=None,
+                    help="scenario whose SML settings to use (default: yelp.toml for synthetic-yelp, "
+                         "else scenarios/DATASET.toml)")
     ap.add_argument("--period", type=int, default=24, help="a training period (Algorithm 1)")
     ap.add_argument("--outer-iters", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override an SML setting, e.g. --set batch_theta=512 (repeatable)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--top", type=int, default=12, help="also list the N costliest operators")
     ap.add_argument("--repeat", type=int, default=4,
                     help="then time N unprofiled periods, each followed by a matrix product, and compare medians")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    params = dict(load_scenario(ROOT / "scenarios" / "yelp.toml").method_params["sml"],
-                  outer_iters=args.outer_iters)
-    ds = load_dataset(DatasetSpec("synthetic-yelp", scale=args.scale))
+    synthetic = args.dataset.startswith("synthetic")
+    scenario = args.scenario or ROOT / "scenarios" / ("yelp.toml" if args.dataset == "synthetic-yelp"
+                                                      else f"{args.dataset}.toml")
+    params = dict(load_scenario(scenario).method_params["sml"], outer_iters=args.outer_iters)
+    params.update(kv.split("=", 1) for kv in args.set)
+    ds = load_dataset(DatasetSpec(args.dataset, data=args.data,
+                                  scale=(args.scale or 1.0) if synthetic else args.scale))
     t = args.period
     if not ds.split.retrain_start <= t < ds.split.train[1]:
         sys.exit(f"--period must be a training period with a next period, "
