@@ -95,11 +95,12 @@ def run_scores(ds, method="sml", upto=None, **params):
     return out
 
 
-@pytest.mark.parametrize("method", ["sml", "sml-s"])
-def test_no_look_ahead(method):
+@pytest.mark.parametrize("method, params", [("sml", {}), ("sml-s", {}),
+                                            ("sml", {"theta_negatives": "seen", "max_row_norm": 1.0})])
+def test_no_look_ahead(method, params):
     """The model serving period t+1 is the same whether or not data beyond t+1 exists."""
     full = tiny_dataset(n_periods=8)
-    res_full = run_scores(full, method)
+    res_full = run_scores(full, method, **params)
     # Same first 7 periods, the 8th dropped: the last training period keeps D_{T+1} only if it exists.
     cut = tiny_dataset(n_periods=8)
     keep = cut.periods < 7
@@ -110,7 +111,7 @@ def test_no_look_ahead(method):
         times=cut.times[keep], periods=cut.periods[keep], n_users=cut.n_users, n_items=cut.n_items,
         split=Split.from_counts(7, 5, 1, 1, 2),
     )
-    res_cut = run_scores(truncated, method)
+    res_cut = run_scores(truncated, method, **params)
     for period in range(3, 7):
         assert res_full[period].in_sample == res_cut[period].in_sample
         np.testing.assert_array_equal(res_full[period].sampled_rank, res_cut[period].sampled_rank)
@@ -197,3 +198,42 @@ def test_idle_rows_keep_freezes_only_rows_seen_before_and_absent_now():
 def test_idle_rows_rejects_unknown_values():
     with pytest.raises(ValueError, match="idle_rows"):
         started(tiny_dataset(), idle_rows="freeze")
+
+
+def test_max_row_norm_scales_down_only_the_rows_longer_than_it():
+    from sml_sim.models.transfer import apply_in_chunks
+
+    ds = tiny_dataset()
+    r, _ = started(ds, theta_init="he")  # He init: output norms spread widely
+    W_prev = {g: r.W[g].clone() for g in GROUPS}
+    W_hat = {g: W_prev[g] * torch.linspace(0.1, 3.0, len(W_prev[g])).unsqueeze(1) for g in GROUPS}
+    free = {g: apply_in_chunks(r.theta[g], W_prev[g], W_hat[g]) for g in GROUPS}
+    norms = {g: torch.linalg.vector_norm(free[g], dim=1) for g in GROUPS}
+    limit = float(torch.cat(list(norms.values())).median())
+    r.params["max_row_norm"] = limit
+    bounded = r._transfer_all(W_prev, W_hat, ds.period(3))
+    for g in GROUPS:
+        long = norms[g] > limit
+        assert 0 < int(long.sum()) < len(long), g  # the test covers both kinds of row
+        torch.testing.assert_close(bounded[g][~long], free[g][~long])
+        torch.testing.assert_close(torch.linalg.vector_norm(bounded[g][long], dim=1),
+                                   torch.full((int(long.sum()),), limit))
+        torch.testing.assert_close(bounded[g][long], free[g][long] * (limit / norms[g][long]).unsqueeze(1))
+
+
+def test_theta_negative_pool_is_the_period_or_every_item_seen():
+    ds = tiny_dataset(n_periods=8, per_period=40)
+    period = ds.period(3)
+    default, _ = started(ds)
+    assert default._theta_negative_pool(period).tolist() == sorted(set(period.items.tolist()))
+    seen, ctx = started(ds, theta_negatives="seen")
+    pool = seen._theta_negative_pool(period).tolist()
+    assert pool == list(range(ctx.n_items_seen(3)))
+    assert set(period.items.tolist()) < set(pool)  # a strict superset on this stream
+
+
+@pytest.mark.parametrize("params, message", [({"theta_negatives": "all"}, "theta_negatives"),
+                                             ({"max_row_norm": -1.0}, "max_row_norm")])
+def test_new_options_reject_bad_values(params, message):
+    with pytest.raises(ValueError, match=message):
+        started(tiny_dataset(), **params)

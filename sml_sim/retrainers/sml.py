@@ -39,18 +39,26 @@ Choices the paper leaves open, made here and documented in the README:
 * SML-S freezes Theta in every validation/test period and then skips lines 3-7 (with Theta fixed
   they would only re-fit W_hat_{t-1} to old data): it runs lines 8-9 only;
 * SML-N replaces D_{t+1} by D_t wherever Theta is trained (so it never needs the next period);
-* SML-FP trains W_hat_t on D_t directly as an MF (eq. 8 without the transfer); Theta as in SML.
+* SML-FP trains W_hat_t on D_t directly as an MF (eq. 8 without the transfer); Theta as in SML;
+* step 2's negative pool (eq. 13 only says "unobserved"): the items of Theta's period by default, as
+  the authors' code; ``theta_negatives = "seen"`` draws from every item seen so far instead, as step 1
+  and the MF baselines do. On news, where most items are dead, only "seen" teaches Theta that a dead
+  item ranks below a live one.
 
-One option departs from the paper and is off by default: with ``idle_rows = "keep"``, an idle row
-(seen in an earlier period, no interaction in D_t) keeps W_{t-1} when W_t is produced; active rows
-and rows not seen yet go through the transfer as in the paper. The paper maps every row, and a row
-without data has W_hat_t = W_{t-1} (line 3), so an idle row is mapped by w -> f(w, w) period after
-period. Theta never trains on a trained row in that state (step 2 sees the rows of D_{t+1}: active
-rows, and new rows that are still at their random init), and on streams where items die (news) the
-iterated map can blow dead rows up until they overflow (BENCHMARKS.md, synthetic-adressa).
-Rows not seen yet stay in the transfer: mapping fresh random rows is how SML serves new items.
-Measured, "keep" stops that divergence but scores far worse there (frozen dead items outrank fresh
-ones): it is kept as an ablation of the paper's choice, not as a fix.
+Two options depart from the paper and are off by default.
+
+``max_row_norm = R`` scales every row of W_t longer than R down to length R after each period (a
+max-norm constraint). Every row goes through the transfer every period, so a row of a dead item is
+mapped period after period by a map Theta is never trained to keep bounded; on synthetic-adressa its
+norm can grow several-fold per period until the log loss overflows. The bound stops that; together
+with ``theta_negatives = "seen"`` it is what makes SML reliable there (BENCHMARKS.md).
+
+With ``idle_rows = "keep"``, an idle row (seen in an earlier period, no interaction in D_t) keeps
+W_{t-1} when W_t is produced; active rows and rows not seen yet go through the transfer as in the
+paper. It was the first attempt at the same divergence: it stops it but scores far worse (frozen
+dead items outrank fresh ones), so it is kept as an ablation of the paper's mapping of every row,
+not as a fix. Rows not seen yet always stay in the transfer: mapping fresh random rows is how SML
+serves new items.
 """
 
 from __future__ import annotations
@@ -104,6 +112,8 @@ class SML(Retrainer):
         "freeze_theta_serving": False,  # SML-S
         "w_hat_through_transfer": True,  # False: SML-FP
         "idle_rows": "transfer",    # transfer (paper: every row) | keep (rows absent from D_t keep W_{t-1})
+        "theta_negatives": "period",  # period (the authors' code: items of Theta's period) | seen (all items so far)
+        "max_row_norm": 0.0,        # > 0: rows of W_t longer than this are scaled down to it (0: off, as the paper)
     }
 
     def hp(self, key: str):
@@ -129,6 +139,11 @@ class SML(Retrainer):
                     he_init(net)
             elif self.hp("theta_init") != "pytorch":
                 raise ValueError(f"{self.name}: theta_init must be pytorch or he, not {self.hp('theta_init')!r}")
+        if self.hp("theta_negatives") not in ("period", "seen"):
+            raise ValueError(f"{self.name}: theta_negatives must be period or seen, "
+                             f"not {self.hp('theta_negatives')!r}")
+        if self.hp("max_row_norm") < 0:
+            raise ValueError(f"{self.name}: max_row_norm must be >= 0 (0 turns it off)")
         if self.hp("idle_rows") not in ("transfer", "keep"):
             raise ValueError(f"{self.name}: idle_rows must be transfer or keep, not {self.hp('idle_rows')!r}")
         params = [p for net in self.theta.values() for p in net.parameters()]
@@ -219,13 +234,13 @@ class SML(Retrainer):
             return float("nan")
         gen = self.ctx.generator(self.name, t, "step2", data.index, self.theta_opt_steps())
         users, items = self.ctx.tensors(data)
-        present = torch.unique(items)
+        present = self._theta_negative_pool(data)
         n_items = self.ctx.dataset.n_items
         pos_keys = torch.unique(users * n_items + items)
         dev = self.ctx.device
 
         def negatives(u, g):
-            # Uniform over the period's items, excluding the user's positives there: clashes are
+            # Uniform over the pool, excluding the user's positives in the period: clashes are
             # redrawn twice (no host sync to test for them; a rare clash may survive).
             j = present[torch.randint(0, len(present), (len(u),), generator=g, device=dev)]
             for _ in range(2):
@@ -250,6 +265,14 @@ class SML(Retrainer):
             tick()
         return float(total) / max(1, count)
 
+    def _theta_negative_pool(self, data: PeriodData) -> torch.Tensor:
+        """Items step 2 draws its negatives from: those of ``data`` (the authors' code), or with
+        ``theta_negatives = "seen"`` every item seen up to the end of ``data``'s period, as step 1 and
+        the MF baselines draw theirs (the paper does not say which)."""
+        if self.hp("theta_negatives") == "seen":
+            return torch.arange(self.ctx.n_items_seen(data.index), device=self.ctx.device)
+        return torch.unique(self.ctx.tensors(data)[1])
+
     def theta_opt_steps(self) -> int:
         states = list(self.theta_opt.state.values()) if self.theta_opt is not None else []
         return int(states[0]["step"]) if states else 0
@@ -263,7 +286,7 @@ class SML(Retrainer):
         """
         if self.hp("idle_rows") == "transfer":
             self.row_passes += sum(len(W_prev[g]) for g in GROUPS)  # forward only
-            return {g: apply_in_chunks(self.theta[g], W_prev[g], W_hat[g]) for g in GROUPS}
+            return self._bound({g: apply_in_chunks(self.theta[g], W_prev[g], W_hat[g]) for g in GROUPS})
         new = {}
         for g, ids in zip(GROUPS, self.ctx.tensors(data)):
             moving = self._first_period[g] >= data.index  # not seen before this period...
@@ -273,7 +296,16 @@ class SML(Retrainer):
             new[g] = W_prev[g].clone()
             new[g].index_copy_(0, rows, apply_in_chunks(self.theta[g], W_prev[g].index_select(0, rows),
                                                         W_hat[g].index_select(0, rows)))
-        return new
+        return self._bound(new)
+
+    def _bound(self, W: dict) -> dict:
+        """With ``max_row_norm`` = R > 0, scale every row of W_t longer than R down to length R, in
+        place (a max-norm constraint applied once per period, after the transfer; not in the paper)."""
+        limit = self.hp("max_row_norm")
+        if limit > 0:
+            for table in W.values():
+                table.mul_(limit / torch.linalg.vector_norm(table, dim=1, keepdim=True).clamp(min=limit))
+        return W
 
     def _new_w_hat(self, W_init) -> tuple[dict, dict]:
         W_hat = {g: W_init[g].clone() for g in GROUPS}
