@@ -30,7 +30,7 @@ from bench_periods import matmul_gflops  # noqa: E402
 from sml_sim.config import load_scenario  # noqa: E402
 from sml_sim.data import DatasetSpec, load_dataset  # noqa: E402
 from sml_sim.evaluation import build_cases, rank_cases  # noqa: E402
-from sml_sim.retrainers import make_retrainer  # noqa: E402
+from sml_sim.retrainers import make_retrainer, scenario_params  # noqa: E402
 from sml_sim.retrainers.base import ReplayContext  # noqa: E402
 from sml_sim.retrainers.mf_methods import pretrain_mf  # noqa: E402
 
@@ -68,7 +68,7 @@ def main() -> None:
         nxt = ds.period(t + 1) if t + 1 <= ds.split.train[1] else None
         last = None
         for name in methods:
-            r = make_retrainer(name, params.get(name))
+            r = make_retrainer(name, scenario_params(name, params))
             r.start(ctx, initial)
             if r.kind == "sml" and t > ds.split.train[1]:
                 r.fit_period(ds.split.train[1], None)  # untimed: Algorithm 2 needs a previous W_hat

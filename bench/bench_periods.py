@@ -29,6 +29,7 @@ import torch
 from sml_sim.config import load_scenario
 from sml_sim.data import DatasetSpec, load_dataset
 from sml_sim.engine import MethodResult, MethodSpec, ReplayEngine
+from sml_sim.retrainers import scenario_params
 
 
 def matmul_gflops(threads: int, n: int = 2048, k: int = 512, m: int = 512, seconds: float = 2.0) -> float:
@@ -59,7 +60,8 @@ def main() -> None:
 
     ds = load_dataset(DatasetSpec(args.dataset, data=args.data, scale=args.scale, seed=args.seed))
     scenario = load_scenario(Path(args.scenario)) if args.scenario else None
-    params = {m: dict(p) for m, p in scenario.method_params.items()} if scenario else {}
+    sections = scenario.method_params if scenario else {}
+    params = {m: scenario_params(m, sections) for m in args.methods.split(",")}
     if args.full_epochs:
         params.setdefault("full", {})["epochs"] = args.full_epochs
     methods = [MethodSpec(m, params.get(m, {})) for m in args.methods.split(",")]

@@ -57,8 +57,9 @@ class RunConfig:
 
     def method_specs(self):
         from sml_sim.engine import MethodSpec
+        from sml_sim.retrainers import scenario_params
 
-        return [MethodSpec(m, dict(self.method_params.get(m, {}))) for m in self.methods]
+        return [MethodSpec(m, scenario_params(m, self.method_params)) for m in self.methods]
 
 
 def scenario_path(name_or_path: str) -> Path | None:

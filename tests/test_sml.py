@@ -237,3 +237,36 @@ def test_theta_negative_pool_is_the_period_or_every_item_seen():
 def test_new_options_reject_bad_values(params, message):
     with pytest.raises(ValueError, match=message):
         started(tiny_dataset(), **params)
+
+
+def test_sml_variants_start_from_the_scenarios_sml_settings(tmp_path):
+    from sml_sim.config import load_scenario
+
+    toml = tmp_path / "s.toml"
+    toml.write_text("""
+[dataset]
+protocol = "synthetic-yelp"
+[run]
+methods = ["sml", "sml-s", "sml-cnn", "sml-n", "mine", "fine"]
+[methods.sml]
+theta_init = "he"
+outer_iters = 3
+use_conv = true
+[methods.sml-n]
+outer_iters = 2
+[methods.mine]
+kind = "sml-s"
+fc_size = 16
+[methods.fine]
+epochs = 2
+""")
+    specs = {s.name: s.params for s in load_scenario(toml).method_specs()}
+    assert specs["sml"] == {"theta_init": "he", "outer_iters": 3, "use_conv": True}
+    assert specs["sml-s"] == {"theta_init": "he", "outer_iters": 3, "use_conv": True,
+                              "freeze_theta_serving": True}
+    assert specs["sml-cnn"]["use_conv"] is False  # the ablation wins over the inherited setting
+    assert specs["sml-n"] == {"theta_init": "he", "outer_iters": 2, "use_conv": True, "theta_on": "current"}
+    assert specs["mine"] == {"kind": "sml-s", "fc_size": 16}  # a named configuration stands alone
+    assert specs["fine"] == {"epochs": 2}
+    built = make_retrainer("sml-s", specs["sml-s"])
+    assert built.hp("theta_init") == "he" and built.hp("freeze_theta_serving") is True

@@ -15,8 +15,30 @@ METHODS: dict[str, tuple[type[Retrainer], dict, str]] = {
 }
 
 
-def register(name: str, cls: type[Retrainer], preset: dict, description: str) -> None:
+# A variant (e.g. sml-s) and the method it ablates (sml): in a scenario the variant starts from the
+# method's settings, so an ablation changes only what it ablates.
+VARIANT_OF: dict[str, str] = {}
+
+
+def register(name: str, cls: type[Retrainer], preset: dict, description: str,
+             variant_of: str | None = None) -> None:
     METHODS[name] = (cls, preset, description)
+    if variant_of is not None:
+        VARIANT_OF[name] = variant_of
+
+
+def scenario_params(name: str, method_params: dict[str, dict]) -> dict:
+    """The settings ``name`` runs with under a scenario's ``[methods.*]`` sections.
+
+    A registered variant listed under its own name (``sml-s``, ``sml-cnn``, ...) takes the sections of
+    the method it ablates (``[methods.sml]``), then its ablation preset, then its own section, if any.
+    Any other name, including a named configuration with ``kind``, takes only its own section."""
+    own = dict(method_params.get(name, {}))
+    base = VARIANT_OF.get(name)
+    if base is None or "kind" in own:
+        return own
+    inherited = {k: v for k, v in method_params.get(base, {}).items() if k != "kind"}
+    return {**inherited, **METHODS[name][1], **own}
 
 
 def make_retrainer(name: str, params: dict | None = None) -> Retrainer:

@@ -435,4 +435,4 @@ VARIANTS = {
     "sml-mlp": ({"transfer": "mlp"}, "SML with an MLP transfer on [w_prev, w_hat]"),
 }
 for _name, (_preset, _desc) in VARIANTS.items():
-    register(_name, SML, _preset, _desc)
+    register(_name, SML, _preset, _desc, variant_of=None if _name == "sml" else "sml")
