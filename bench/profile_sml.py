@@ -3,8 +3,10 @@
     .venv/bin/python bench/profile_sml.py [--scale 1.0] [--period 24] [--outer-iters 1] [--threads 2]
     .venv/bin/python bench/profile_sml.py --dataset movielens --data ../shared/data/ml-100k/u.data --outer-iters 10
 
-Builds synthetic-yelp at ``--scale`` (or ``--dataset`` from ``--data``, with its scenario's SML settings), pre-trains the initial MF for one epoch, runs SML's Algorithm 1
-for ``--period`` once untimed (warm-up: allocator, BLAS kernels) and once under the torch profiler,
+Builds synthetic-yelp at ``--scale`` with the ``yelp`` scenario's SML settings (those of the
+scale-1.0 study), or ``--dataset`` (from ``--data``) with ``scenarios/DATASET.toml``'s, or
+``--scenario``'s; pre-trains the initial MF for one epoch, runs SML's Algorithm 1 for ``--period``
+once untimed (warm-up: allocator, BLAS kernels) and once under the torch profiler,
 with the scenario's hyperparameters except ``--outer-iters`` (one outer iteration is enough to
 see the split: every iteration does the same work). Self CPU time is grouped into matrix products
 (the transfer's conv and FC layers, forward and backward), GELU forward and backward, and the rest
@@ -37,6 +39,7 @@ from sml_sim.data import DatasetSpec, load_dataset  # noqa: E402
 from sml_sim.retrainers import make_retrainer  # noqa: E402
 from sml_sim.retrainers.base import ReplayContext  # noqa: E402
 from sml_sim.retrainers.mf_methods import pretrain_mf  # noqa: E402
+from sml_sim.retrainers.sml import SML  # noqa: E402
 
 KINDS = {"aten::mm": "matrix products", "aten::addmm": "matrix products", "aten::bmm": "matrix products",
          "aten::gelu": "GELU forward", "aten::gelu_backward": "GELU backward"}
@@ -63,8 +66,11 @@ def main() -> None:
     synthetic = args.dataset.startswith("synthetic")
     scenario = args.scenario or ROOT / "scenarios" / ("yelp.toml" if args.dataset == "synthetic-yelp"
                                                       else f"{args.dataset}.toml")
-    params = dict(load_scenario(scenario).method_params["sml"], outer_iters=args.outer_iters)
-    params.update(kv.split("=", 1) for kv in args.set)
+    params = dict(load_scenario(Path(scenario)).method_params["sml"], outer_iters=args.outer_iters)
+    for key, _, value in (kv.partition("=") for kv in args.set):
+        if key not in SML.defaults:
+            sys.exit(f"--set {key}: not an SML setting ({', '.join(SML.defaults)})")
+        params[key] = value
     ds = load_dataset(DatasetSpec(args.dataset, data=args.data,
                                   scale=(args.scale or 1.0) if synthetic else args.scale))
     t = args.period

@@ -33,6 +33,21 @@ def tiny_dataset(n_periods: int = 8, per_period: int = 120, seed: int = 0, split
     )
 
 
+def drifting_dataset(n_periods: int = 8, per_period: int = 120, seed: int = 0):
+    """Like ``tiny_dataset`` but period p draws its items from ids 8p..8p+19: new items keep arriving
+    and old ones die, as on a news stream."""
+    rng = np.random.default_rng(seed)
+    period = np.repeat(np.arange(n_periods), per_period)
+    users = rng.integers(0, 40, len(period))
+    items = period * 8 + rng.integers(0, 20, len(period))
+    raw = RawStream(users.astype(np.int64), items.astype(np.int64), np.arange(len(period), dtype=np.int64) * 60)
+    return build_dataset(
+        raw, name="drifting", source="test", is_synthetic=True, params={}, min_user=1, min_item=1,
+        cut=lambda t: ((np.arange(len(t)) * n_periods // len(t)).astype(np.int32), None),
+        split_for=lambda n_p: Split.from_counts(n_p, 5, 1, 2, 2),
+    )
+
+
 def started(ds, name="sml", **params):
     ctx = ReplayContext(ds, torch.device("cpu"), seed=3)
     initial = pretrain_mf(ctx, {"epochs": 2})
@@ -95,19 +110,21 @@ def run_scores(ds, method="sml", upto=None, **params):
     return out
 
 
-@pytest.mark.parametrize("method, params", [("sml", {}), ("sml-s", {}),
-                                            ("sml", {"theta_negatives": "seen", "max_row_norm": 1.0})])
-def test_no_look_ahead(method, params):
+@pytest.mark.parametrize("method, params, make", [
+    ("sml", {}, tiny_dataset), ("sml-s", {}, tiny_dataset),
+    # the two options on a stream where items keep arriving (the pool itself: test_theta_negative_pool_...)
+    ("sml", {"theta_negatives": "seen", "max_row_norm": 0.1, "theta_init": "he"}, drifting_dataset)])
+def test_no_look_ahead(method, params, make):
     """The model serving period t+1 is the same whether or not data beyond t+1 exists."""
-    full = tiny_dataset(n_periods=8)
+    full = make(n_periods=8)
     res_full = run_scores(full, method, **params)
     # Same first 7 periods, the 8th dropped: the last training period keeps D_{T+1} only if it exists.
-    cut = tiny_dataset(n_periods=8)
+    cut = make(n_periods=8)
     keep = cut.periods < 7
     from sml_sim.data.base import Dataset
 
     truncated = Dataset(
-        name="tiny", source="test", is_synthetic=True, params={}, users=cut.users[keep], items=cut.items[keep],
+        name=cut.name, source="test", is_synthetic=True, params={}, users=cut.users[keep], items=cut.items[keep],
         times=cut.times[keep], periods=cut.periods[keep], n_users=cut.n_users, n_items=cut.n_items,
         split=Split.from_counts(7, 5, 1, 1, 2),
     )
@@ -226,10 +243,14 @@ def test_theta_negative_pool_is_the_period_or_every_item_seen():
     period = ds.period(3)
     default, _ = started(ds)
     assert default._theta_negative_pool(period).tolist() == sorted(set(period.items.tolist()))
-    seen, ctx = started(ds, theta_negatives="seen")
+    seen, _ = started(ds, theta_negatives="seen")
     pool = seen._theta_negative_pool(period).tolist()
-    assert pool == list(range(ctx.n_items_seen(3)))
+    assert pool == sorted(set(ds.items[ds.periods <= 3].tolist()))  # every item of periods 0..3, no later one
     assert set(period.items.tolist()) < set(pool)  # a strict superset on this stream
+    drifting = drifting_dataset()
+    r, _ = started(drifting, theta_negatives="seen")
+    assert r._theta_negative_pool(drifting.period(3)).tolist() == sorted(set(drifting.items[drifting.periods <= 3].tolist()))
+    assert int(drifting.items.max()) + 1 > len(r._theta_negative_pool(drifting.period(3)))
 
 
 @pytest.mark.parametrize("params, message", [({"theta_negatives": "all"}, "theta_negatives"),
@@ -270,3 +291,15 @@ epochs = 2
     assert specs["fine"] == {"epochs": 2}
     built = make_retrainer("sml-s", specs["sml-s"])
     assert built.hp("theta_init") == "he" and built.hp("freeze_theta_serving") is True
+
+
+@pytest.mark.parametrize("idle_rows", ["transfer", "keep"])
+def test_max_row_norm_holds_after_every_period(idle_rows):
+    ds = drifting_dataset()
+    r, _ = started(ds, theta_init="he", max_row_norm=0.1, idle_rows=idle_rows)
+    longest = []
+    for t in range(ds.split.retrain_start, ds.split.train[1] + 1):
+        r.fit_period(t, ds.period(t + 1) if t < ds.split.train[1] else None)
+        longest.append(max(float(torch.linalg.vector_norm(r.W[g], dim=1).max()) for g in GROUPS))
+    assert max(longest) <= 0.1 + 1e-5
+    assert max(longest) > 0.1 - 1e-5  # the bound was reached, so it was tested

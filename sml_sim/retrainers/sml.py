@@ -51,7 +51,9 @@ Two options depart from the paper and are off by default.
 max-norm constraint). Every row goes through the transfer every period, so a row of a dead item is
 mapped period after period by a map Theta is never trained to keep bounded; on synthetic-adressa its
 norm can grow several-fold per period until the log loss overflows. The bound stops that; together
-with ``theta_negatives = "seen"`` it is what makes SML reliable there (BENCHMARKS.md).
+with ``theta_negatives = "seen"`` it made SML reliable there at the default scale (at scale 0.1 it
+stops the collapse, but scores still swing from period to period; BENCHMARKS.md). R is an absolute
+length: it depends on the data and its scale.
 
 With ``idle_rows = "keep"``, an idle row (seen in an earlier period, no interaction in D_t) keeps
 W_{t-1} when W_t is produced; active rows and rows not seen yet go through the transfer as in the
