@@ -18,33 +18,24 @@ from sml_sim.retrainers.sml import GROUPS, VARIANTS
 TINY = {"outer_iters": 2, "fc_size": 32, "batch_w_hat": 64, "batch_theta": 32}
 
 
-def tiny_dataset(n_periods: int = 8, per_period: int = 120, seed: int = 0, split=(5, 1, 2), start: int = 2):
-    """A low-rank stream: 40 users x 60 items, users prefer items of their own cluster."""
+def tiny_dataset(n_periods: int = 8, per_period: int = 120, seed: int = 0, split=(5, 1, 2), start: int = 2,
+                 drifting: bool = False):
+    """A low-rank stream: 40 users x 60 items, users prefer items of their own cluster. ``drifting``:
+    period p draws its items from ids 8p..8p+19 instead, so new items keep arriving and old ones die,
+    as on a news stream."""
     rng = np.random.default_rng(seed)
     n = n_periods * per_period
     users = rng.integers(0, 40, n)
-    items = (users % 4) * 15 + rng.integers(0, 15, n)
+    if drifting:
+        items = np.arange(n) * n_periods // n * 8 + rng.integers(0, 20, n)
+    else:
+        items = (users % 4) * 15 + rng.integers(0, 15, n)
     times = np.arange(n, dtype=np.int64) * 60
     raw = RawStream(users.astype(np.int64), items.astype(np.int64), times)
     return build_dataset(
         raw, name="tiny", source="test", is_synthetic=True, params={}, min_user=1, min_item=1,
         cut=lambda t: ((np.arange(len(t)) * n_periods // len(t)).astype(np.int32), None),
         split_for=lambda n_p: Split.from_counts(n_p, *split, start),
-    )
-
-
-def drifting_dataset(n_periods: int = 8, per_period: int = 120, seed: int = 0):
-    """Like ``tiny_dataset`` but period p draws its items from ids 8p..8p+19: new items keep arriving
-    and old ones die, as on a news stream."""
-    rng = np.random.default_rng(seed)
-    period = np.repeat(np.arange(n_periods), per_period)
-    users = rng.integers(0, 40, len(period))
-    items = period * 8 + rng.integers(0, 20, len(period))
-    raw = RawStream(users.astype(np.int64), items.astype(np.int64), np.arange(len(period), dtype=np.int64) * 60)
-    return build_dataset(
-        raw, name="drifting", source="test", is_synthetic=True, params={}, min_user=1, min_item=1,
-        cut=lambda t: ((np.arange(len(t)) * n_periods // len(t)).astype(np.int32), None),
-        split_for=lambda n_p: Split.from_counts(n_p, 5, 1, 2, 2),
     )
 
 
@@ -113,7 +104,8 @@ def run_scores(ds, method="sml", upto=None, **params):
 @pytest.mark.parametrize("method, params, make", [
     ("sml", {}, tiny_dataset), ("sml-s", {}, tiny_dataset),
     # the two options on a stream where items keep arriving (the pool itself: test_theta_negative_pool_...)
-    ("sml", {"theta_negatives": "seen", "max_row_norm": 0.1, "theta_init": "he"}, drifting_dataset)])
+    ("sml", {"theta_negatives": "seen", "max_row_norm": 0.1, "theta_init": "he"},
+     lambda n_periods: tiny_dataset(n_periods, drifting=True))])
 def test_no_look_ahead(method, params, make):
     """The model serving period t+1 is the same whether or not data beyond t+1 exists."""
     full = make(n_periods=8)
@@ -247,7 +239,7 @@ def test_theta_negative_pool_is_the_period_or_every_item_seen():
     pool = seen._theta_negative_pool(period).tolist()
     assert pool == sorted(set(ds.items[ds.periods <= 3].tolist()))  # every item of periods 0..3, no later one
     assert set(period.items.tolist()) < set(pool)  # a strict superset on this stream
-    drifting = drifting_dataset()
+    drifting = tiny_dataset(drifting=True)
     r, _ = started(drifting, theta_negatives="seen")
     assert r._theta_negative_pool(drifting.period(3)).tolist() == sorted(set(drifting.items[drifting.periods <= 3].tolist()))
     assert int(drifting.items.max()) + 1 > len(r._theta_negative_pool(drifting.period(3)))
@@ -295,7 +287,7 @@ epochs = 2
 
 @pytest.mark.parametrize("idle_rows", ["transfer", "keep"])
 def test_max_row_norm_holds_after_every_period(idle_rows):
-    ds = drifting_dataset()
+    ds = tiny_dataset(drifting=True)
     r, _ = started(ds, theta_init="he", max_row_norm=0.1, idle_rows=idle_rows)
     longest = []
     for t in range(ds.split.retrain_start, ds.split.train[1] + 1):
