@@ -108,7 +108,7 @@ def main() -> None:
         print(f"SML last / first timed period: {secs['sml', periods[-1]] / secs['sml', periods[0]]:.2f}")
     if sml_work[1] > 0:
         achieved = sml_work[0] / sml_work[1] / 1e9
-        mm = matmul_gflops(args.threads)
+        mm = matmul_gflops(args.threads, device=device)
         print(f"SML transfer throughput in its timed periods: {achieved:.1f} GFLOP/s; plain matmul "
               f"{mm:.1f} GFLOP/s ({achieved / mm:.0%})")
     print(f"peak RSS {peak_mb():.0f} MB")
