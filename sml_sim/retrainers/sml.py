@@ -288,16 +288,17 @@ class SML(Retrainer):
         """
         if self.hp("idle_rows") == "transfer":
             self.row_passes += sum(len(W_prev[g]) for g in GROUPS)  # forward only
-            return self._bound({g: apply_in_chunks(self.theta[g], W_prev[g], W_hat[g]) for g in GROUPS})
-        new = {}
-        for g, ids in zip(GROUPS, self.ctx.tensors(data)):
-            moving = self._first_period[g] >= data.index  # not seen before this period...
-            moving[ids] = True  # ...or active in it
-            rows = moving.nonzero().squeeze(1)
-            self.row_passes += len(rows)
-            new[g] = W_prev[g].clone()
-            new[g].index_copy_(0, rows, apply_in_chunks(self.theta[g], W_prev[g].index_select(0, rows),
-                                                        W_hat[g].index_select(0, rows)))
+            new = {g: apply_in_chunks(self.theta[g], W_prev[g], W_hat[g]) for g in GROUPS}
+        else:
+            new = {}
+            for g, ids in zip(GROUPS, self.ctx.tensors(data)):
+                moving = self._first_period[g] >= data.index  # not seen before this period...
+                moving[ids] = True  # ...or active in it
+                rows = moving.nonzero().squeeze(1)
+                self.row_passes += len(rows)
+                new[g] = W_prev[g].clone()
+                new[g].index_copy_(0, rows, apply_in_chunks(self.theta[g], W_prev[g].index_select(0, rows),
+                                                            W_hat[g].index_select(0, rows)))
         return self._bound(new)
 
     def _bound(self, W: dict) -> dict:
