@@ -138,9 +138,15 @@ _INSERT_INTERACTIONS = {
 
 
 class Store:
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, create: bool = True):
+        """Open the store at ``url``; ``create=False`` (the commands that only read) refuses an SQLite
+        file that does not exist yet instead of creating an empty one: a mistyped --db must not look
+        like a store whose runs are gone."""
         self.url = url or default_url()
         self.engine = make_engine(self.url)
+        path = self.sqlite_path
+        if not create and path is not None and not path.expanduser().exists():
+            raise StoreError(f"no store at {path}: nothing has been stored there yet (check --db or $SML_SIM_DB)")
         try:
             Base.metadata.create_all(self.engine)
             self._add_missing_columns()
@@ -172,25 +178,29 @@ class Store:
 
     def register_dataset(self, dataset, fp: str) -> int:
         """Insert the dataset row if new (idempotent on the fingerprint); returns its id."""
-        with self.session() as s, s.begin():
-            existing = s.scalar(select(DatasetRow).where(DatasetRow.fingerprint == fp))
-            if existing is not None:
-                return existing.id
-            row = DatasetRow(
-                name=dataset.name, fingerprint=fp, source=dataset.source, is_synthetic=dataset.is_synthetic,
-                params=dataset.params, split=dataset.split.as_dict(), n_interactions=int(len(dataset.users)),
-                n_users=dataset.n_users, n_items=dataset.n_items, n_periods=dataset.n_periods,
-                skipped_lines=dataset.skipped_lines, notes=list(dataset.notes),
-            )
-            s.add(row)
-            s.flush()
-            return row.id
+        with self.engine.begin() as conn:
+            return self._register(conn, dataset, fp)
 
-    def delete_dataset(self, dataset_id: int) -> None:
-        with self.session() as s, s.begin():
-            for model in (InteractionRow, PeriodRow):
-                s.execute(delete(model).where(model.dataset_id == dataset_id))
-            s.execute(delete(DatasetRow).where(DatasetRow.id == dataset_id))
+    @staticmethod
+    def _register(conn, dataset, fp: str) -> int:
+        existing = conn.execute(select(DatasetRow.id).where(DatasetRow.fingerprint == fp)).scalar()
+        if existing is not None:
+            return existing
+        return conn.execute(DatasetRow.__table__.insert().values(
+            name=dataset.name, fingerprint=fp, source=dataset.source, is_synthetic=dataset.is_synthetic,
+            params=dataset.params, split=dataset.split.as_dict(), n_interactions=int(len(dataset.users)),
+            n_users=dataset.n_users, n_items=dataset.n_items, n_periods=dataset.n_periods,
+            skipped_lines=dataset.skipped_lines, notes=list(dataset.notes),
+        )).inserted_primary_key[0]
+
+    def ingest(self, dataset, fp: str, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """Register ``dataset`` and store every period in one transaction, so that an ingest that
+        fails or is interrupted leaves the store as it was (no cleanup step that could meet the
+        interrupted connection's lock). Returns (dataset id, interactions written)."""
+        with self.engine.begin() as conn:
+            dataset_id = self._register(conn, dataset, fp)
+            written = self._write_periods(conn, dataset_id, dataset, range(dataset.n_periods), None, progress)
+        return dataset_id, written
 
     def stored_periods(self, dataset_id: int) -> set[int]:
         with self.session() as s:
@@ -203,30 +213,35 @@ class Store:
         Returns the number of interactions written. Writing a period twice never duplicates rows:
         a stored period is skipped, and a half-written one cannot exist (one transaction).
         """
+        with self.engine.begin() as conn:
+            return self._write_periods(conn, dataset_id, dataset, periods, stats, progress)
+
+    @staticmethod
+    def _write_periods(conn, dataset_id: int, dataset, periods: Iterable[int], stats: list[dict] | None,
+                       progress: Callable[[int], None] | None) -> int:
         stats = stats or dataset.period_stats()
         written = 0
-        with self.engine.begin() as conn:
-            done = set(conn.execute(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)).scalars())
-            for t in periods:
-                if t in done:
-                    if progress:
-                        progress(t)
-                    continue
-                lo, hi = int(dataset.offsets[t]), int(dataset.offsets[t + 1])
-                if hi > lo:  # an empty period (a quiet Adressa evening) still gets its period row
-                    rows = list(zip([dataset_id] * (hi - lo), range(lo, hi), [t] * (hi - lo),
-                                    dataset.users[lo:hi].tolist(), dataset.items[lo:hi].tolist(),
-                                    dataset.times[lo:hi].tolist()))
-                    conn.exec_driver_sql(_INSERT_INTERACTIONS[conn.dialect.paramstyle == "qmark"], rows)
-                st = stats[t]
-                conn.execute(PeriodRow.__table__.insert().values(
-                    dataset_id=dataset_id, index=t, split=st["split"], start_ts=st["start"], end_ts=st["end"],
-                    seq_start=lo, seq_end=hi, interactions=hi - lo, new_users=st["new_users"],
-                    new_items=st["new_items"],
-                ))
-                written += hi - lo
+        done = set(conn.execute(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)).scalars())
+        for t in periods:
+            if t in done:
                 if progress:
                     progress(t)
+                continue
+            lo, hi = int(dataset.offsets[t]), int(dataset.offsets[t + 1])
+            if hi > lo:  # an empty period (a quiet Adressa evening) still gets its period row
+                rows = list(zip([dataset_id] * (hi - lo), range(lo, hi), [t] * (hi - lo),
+                                dataset.users[lo:hi].tolist(), dataset.items[lo:hi].tolist(),
+                                dataset.times[lo:hi].tolist()))
+                conn.exec_driver_sql(_INSERT_INTERACTIONS[conn.dialect.paramstyle == "qmark"], rows)
+            st = stats[t]
+            conn.execute(PeriodRow.__table__.insert().values(
+                dataset_id=dataset_id, index=t, split=st["split"], start_ts=st["start"], end_ts=st["end"],
+                seq_start=lo, seq_end=hi, interactions=hi - lo, new_users=st["new_users"],
+                new_items=st["new_items"],
+            ))
+            written += hi - lo
+            if progress:
+                progress(t)
         return written
 
     def latest_dataset(self, name: str) -> dict | None:

@@ -54,6 +54,24 @@ def test_writing_periods_twice_never_duplicates(store, dataset):
         assert s.query(PeriodRow).count() == 6
 
 
+def test_interrupted_ingest_leaves_the_store_as_it_was(store, dataset, tmp_path, db_counts):
+    """Registration and every period go in one transaction: Ctrl-C half-way stores nothing, and the
+    store stays usable (an earlier two-step ingest met its own lock when it tried to clean up)."""
+    done = store.ingest(dataset, "fp-first")
+    before = db_counts(tmp_path / "x.db")
+
+    def interrupt_at_3(t):
+        if t == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.ingest(dataset, "fp-second", progress=interrupt_at_3)
+    assert db_counts(tmp_path / "x.db") == before
+    assert store.dataset_id("fp-second") is None
+    assert store.ingest(dataset, "fp-second")[1] == len(dataset.users)  # not locked
+    assert store.ingest(dataset, "fp-first") == (done[0], 0)  # idempotent
+
+
 def test_period_rows_match_dataset_stats(store, dataset):
     did = store.register_dataset(dataset, "fp-stats")
     store.write_periods(did, dataset, range(dataset.n_periods))
