@@ -97,7 +97,13 @@ class Replay:
     def finish(self) -> None:
         if self.engine.finished:
             self.store.set_run_status(self.run_id, "finished")
-            shutil.rmtree(checkpoint_root(self.store) / f"run-{self.run_id}", ignore_errors=True)
+            root = checkpoint_root(self.store)
+            shutil.rmtree(root / f"run-{self.run_id}", ignore_errors=True)
+            for folder in (root, root.parent):  # and the folders above, once no run needs them
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (another run's checkpoints), or already gone
+                    break
 
     def interrupted(self, error: str | None = None) -> None:
         self.store.set_run_status(self.run_id, "failed" if error else "interrupted", error)
