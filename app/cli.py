@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 from datetime import UTC
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -24,7 +26,9 @@ app = typer.Typer(
     "retrain SML and the baselines at every period and score each on the next one.",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    # Plain help text: with markup on, "[default: ...]" and "[w_prev, w_hat]" vanished as tags.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 # Piped output keeps long lines whole (no wrapping at 80 columns) so it stays greppable.
@@ -47,7 +51,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except (DataError, StoreError, UserError) as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")  # user paths may hold [brackets]
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted: every committed period is kept")
@@ -55,16 +59,65 @@ def friendly(fn):
         except BrokenPipeError:  # `sml-sim runs --json | head`: the reader left; stop quietly
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter flushes it at exit
             raise typer.Exit(141) from None
+        except OSError as exc:  # a file the user named cannot be written or read
+            where = f": {exc.filename}" if exc.filename else ""
+            err.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}")
+            raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
             if os.environ.get("SML_SIM_DEBUG"):
                 raise
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
                       "(set SML_SIM_DEBUG=1 for the traceback, and please report it)")
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def db_flag(db: str | None) -> str:
+    """The --db part of a command we suggest, so that copying the hint reaches the same store."""
+    return f" --db {shlex.quote(db)}" if db else ""
+
+
+def check_out_path(path: Path) -> None:
+    """Fail before any work when --out cannot be written (not hours later, after a long run)."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give a file name")
+    folder = path.expanduser().resolve().parent
+    if not folder.is_dir():
+        raise UserError(f"--out {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"--out {path}: not writable")
+
+
+def absolute_data(data: str | None) -> str | None:
+    """--data as an absolute path: a run stores it, and resuming from another folder must find it."""
+    return str(Path(data).expanduser().resolve()) if data else data
+
+
+def has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"sml-sim {version('sml-sim')}")
+        except PackageNotFoundError:
+            out.print("sml-sim (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    _version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                           callback=version_callback, is_eager=True)] = False,
+) -> None:
+    """Simulate a recommender retrained period by period: replay a timestamped dataset into a store,
+    retrain SML and the baselines at every period and score each on the next one."""
 
 
 # ------------------------------------------------------------------ shared options
@@ -81,26 +134,37 @@ MinUserOpt = Annotated[int | None, typer.Option("--min-user-interactions", help=
 MinItemOpt = Annotated[int | None, typer.Option("--min-item-interactions", help="Drop items with fewer.")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Train/validation/test period counts, e.g. 30/3/7.")]
 StartOpt = Annotated[int | None, typer.Option("--retrain-start", help="First period that is retrained on.")]
-UserColOpt = Annotated[str, typer.Option("--user-col", help="csv: user column (name or 0-based index).")]
-ItemColOpt = Annotated[str, typer.Option("--item-col", help="csv: item column (name or 0-based index).")]
-TimeColOpt = Annotated[str, typer.Option("--time-col", help="csv: time column (name or 0-based index).")]
-TimeFmtOpt = Annotated[str, typer.Option("--time-format", help="csv: unix, unix-ms, iso or a strptime format.")]
-DelimOpt = Annotated[str, typer.Option("--delimiter", help="csv: field separator (use 'tab' for tabs).")]
+UserColOpt = Annotated[str | None, typer.Option("--user-col", help="csv: user column (name or 0-based index) "
+                                                 "[default: user].", show_default=False)]
+ItemColOpt = Annotated[str | None, typer.Option("--item-col", help="csv: item column (name or 0-based index) "
+                                                 "[default: item].", show_default=False)]
+TimeColOpt = Annotated[str | None, typer.Option("--time-col", help="csv: time column (name or 0-based index) "
+                                                 "[default: time].", show_default=False)]
+TimeFmtOpt = Annotated[str | None, typer.Option("--time-format", help="csv: unix, unix-ms, iso or a strptime "
+                                                 "format [default: unix].", show_default=False)]
+DelimOpt = Annotated[str | None, typer.Option("--delimiter", help="csv: field separator, 'tab' for tabs "
+                                               "[default: ,].", show_default=False)]
 NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="csv: the file has no header row.")]
 
 
+def csv_options(user_col, item_col, time_col, time_format, delimiter, no_header) -> dict:
+    """The csv flags actually given (the reader has the defaults), so ingest and run agree."""
+    opts = {key: value for key, value in (("user_col", user_col), ("item_col", item_col), ("time_col", time_col),
+                                          ("time_format", time_format), ("delimiter", delimiter))
+            if value is not None}
+    if no_header:
+        opts["header"] = False
+    return opts
+
+
 def dataset_spec(dataset: str, data, scale, seed, periods, period_length, min_user, min_item, split, start,
-                 user_col="user", item_col="item", time_col="time", time_format="unix", delimiter=",",
-                 no_header=False):
+                 csv_opts: dict):
     from sml_sim.data import DatasetSpec
 
-    csv_opts = {}
-    if dataset == "csv":
-        csv_opts = {"user_col": user_col, "item_col": item_col, "time_col": time_col,
-                    "time_format": time_format, "delimiter": delimiter, "header": not no_header}
-    return DatasetSpec(protocol=dataset, data=data, scale=scale, seed=seed, periods=periods,
+    return DatasetSpec(protocol=dataset, data=absolute_data(data), scale=scale, seed=seed, periods=periods,
                        period_length=period_length, min_user_interactions=min_user,
-                       min_item_interactions=min_item, split=split, retrain_start=start, csv=csv_opts)
+                       min_item_interactions=min_item, split=split, retrain_start=start,
+                       csv=csv_opts if dataset == "csv" else {})
 
 
 def load_with_progress(spec, quiet: bool = False):
@@ -160,27 +224,23 @@ def ingest(
     data: DataOpt = None, db: DbOpt = None, scale: ScaleOpt = None, seed: SeedOpt = 0,
     periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
     min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
-    user_col: UserColOpt = "user", item_col: ItemColOpt = "item", time_col: TimeColOpt = "time",
-    time_format: TimeFmtOpt = "unix", delimiter: DelimOpt = ",", no_header: NoHeaderOpt = False,
+    user_col: UserColOpt = None, item_col: ItemColOpt = None, time_col: TimeColOpt = None,
+    time_format: TimeFmtOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False,
     as_json: JsonOpt = False,
 ):
     """Load, filter and cut a dataset into periods, and store every period."""
     from db.store import Store, fingerprint
 
     spec = dataset_spec(dataset, data, scale, seed, periods, period_length, min_user_interactions,
-                        min_item_interactions, split, retrain_start, user_col, item_col, time_col,
-                        time_format, delimiter, no_header)
+                        min_item_interactions, split, retrain_start,
+                        csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
     ds = load_with_progress(spec, quiet=as_json)
     store = Store(db)
-    fp = fingerprint(ds.params, ds.source)
-    existed = store.dataset_id(fp) is not None
-    dataset_id = store.register_dataset(ds, fp)
     try:
-        store.write_periods(dataset_id, ds, range(ds.n_periods))
-    except BaseException:
-        if not existed:  # a failed ingest leaves the store as it was
-            store.delete_dataset(dataset_id)
-        raise
+        store.ingest(ds, fingerprint(ds.params, ds.source))  # one transaction
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing was stored; the store is as it was")
+        raise typer.Exit(130) from None
     summary = ds.summary()
     summary["db"] = store.url
     if as_json:
@@ -204,10 +264,13 @@ def periods_cmd(
 
     from db.store import Store
 
-    store = Store(db)
+    store = Store(db, create=False)
     info = store.latest_dataset(dataset)
     if info is None:
-        raise UserError(f"no dataset {dataset!r} in {store.url}; run `sml-sim ingest {dataset}` first")
+        from sml_sim.data import PROTOCOLS
+
+        hint = f"; run `sml-sim ingest {dataset}{db_flag(db)}` first" if dataset in PROTOCOLS else ""
+        raise UserError(f"no dataset {dataset!r} in {store.url}{hint}")
     rows = store.periods(info["id"])
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -253,7 +316,7 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
         raise UserError(f"{target!r} is neither a dataset ({', '.join(PROTOCOLS)}) nor a scenario "
                         "(a .toml file or a name in scenarios/)")
     ds = cfg.dataset
-    for key, value in (("data", data), ("scale", scale), ("periods", periods), ("period_length", period_length),
+    for key, value in (("data", absolute_data(data)), ("scale", scale), ("periods", periods), ("period_length", period_length),
                        ("min_user_interactions", min_user), ("min_item_interactions", min_item),
                        ("split", split), ("retrain_start", start)):
         if value is not None:
@@ -266,7 +329,7 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
         if device not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device {device!r}: use auto, cpu or cuda")
         cfg.device = device
-    if methods:
+    if methods is not None:  # `--methods ""` is an error below, not "the scenario's methods"
         cfg.methods = [m.strip() for m in methods.split(",") if m.strip()]
     from sml_sim.data.base import DataError
 
@@ -274,20 +337,28 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
         validate_methods(cfg)
     except DataError as exc:
         raise UserError(str(exc)) from None
+    from sml_sim.data import check_spec
     from sml_sim.engine import resolve_device
 
     try:
         resolve_device(cfg.device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    check_spec(cfg.dataset)  # a bad file or value fails before the store is touched
     return cfg
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: give 1 or more (leave it out for the default)")
 
 
 def set_threads(threads: int | None) -> None:
     import torch
 
+    check_threads(threads)
     if threads:
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(threads)
 
 
 @app.command()
@@ -301,21 +372,39 @@ def run(
     scale: ScaleOpt = None,
     out_csv: Annotated[Path | None, typer.Option("--out", help="Also write the per-period results CSV here.")] = None,
     resume: Annotated[int | None, typer.Option("--resume", help="Continue run RUN_ID from its last committed "
-                                               "period.", metavar="RUN_ID")] = None,
+                                               "period, with its own settings.", metavar="RUN_ID")] = None,
     periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
     min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
+    user_col: UserColOpt = None, item_col: ItemColOpt = None, time_col: TimeColOpt = None,
+    time_format: TimeFmtOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False,
     threads: ThreadsOpt = None,
 ):
-    """Replay a dataset headless: retrain every method at every period, score it on the next,
-    and end with a Table-1-style summary."""
+    """Replay a dataset headless: retrain every method at every period, score it on the next, and end with a Table-1-style summary."""
     from db.replay import Replay
     from db.store import Store
 
     set_threads(threads)
-    store = Store(db)
+    if out_csv is not None:
+        check_out_path(out_csv)
     if resume is not None:
         if target is not None:
             raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
+        ignored = [flag for flag, value in (
+            ("--data", data), ("--methods", methods), ("--device", device), ("--seed", seed), ("--scale", scale),
+            ("--periods", periods), ("--period-length", period_length),
+            ("--min-user-interactions", min_user_interactions), ("--min-item-interactions", min_item_interactions),
+            ("--split", split), ("--retrain-start", retrain_start), ("--user-col", user_col),
+            ("--item-col", item_col), ("--time-col", time_col), ("--time-format", time_format),
+            ("--delimiter", delimiter), ("--no-header", no_header or None)) if value is not None]
+        if ignored:
+            raise UserError(f"--resume continues run {resume} with the settings it started with; "
+                            f"drop {', '.join(ignored)} (or start a new run)")
+        store = Store(db, create=False)
+        if store.run(resume).status == "finished":
+            out.print(f"run {resume} is already finished; nothing to do")
+            print_summary(store, resume, db)
+            write_out_csv(store, resume, out_csv, db)
+            return
         replay = Replay.resume(store, resume)
         out.print(f"resuming run {resume} ({replay.dataset.name}) from period {replay.engine.next_step + 1}")
     else:
@@ -323,10 +412,13 @@ def run(
             raise UserError("name a dataset or scenario to run (e.g. `sml-sim run demo`), or --resume RUN_ID")
         cfg = build_config(target, data=data, methods=methods, seed=seed, device=device, scale=scale,
                            periods=periods, period_length=period_length, min_user=min_user_interactions,
-                           min_item=min_item_interactions, split=split, start=retrain_start)
+                           min_item=min_item_interactions, split=split, start=retrain_start,
+                           csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
+        store = Store(db)
         replay = Replay.new(store, cfg)
     ds = replay.dataset
-    out.print(f"run {replay.run_id}: {ds.name}   source: [bold]{ds.source}[/]   device: {replay.engine.device}")
+    out.print(f"run {replay.run_id}: {ds.name}   source: [bold]{escape(ds.source)}[/]   "
+              f"device: {replay.engine.device}")
     out.print(f"methods: {', '.join(replay.config.methods)}   periods: {ds.n_periods} "
               f"(retraining from {ds.split.retrain_start}, test {list(ds.split.test)})")
     try:
@@ -334,16 +426,26 @@ def run(
     except KeyboardInterrupt:
         replay.cancel.set()
         replay.interrupted()
-        err.print(f"interrupted: committed periods are kept; continue with `sml-sim run --resume {replay.run_id}`")
+        err.print(f"interrupted: committed periods are kept; continue with "
+                  f"`sml-sim run --resume {replay.run_id}{escape(db_flag(db))}`")
         raise typer.Exit(130) from None
     except BaseException as exc:
         replay.interrupted(f"{type(exc).__name__}: {exc}")
         raise
     replay.finish()
-    print_summary(store, replay.run_id)
-    if out_csv is not None:
-        n = export_results(store, replay.run_id, out_csv)
-        out.print(f"wrote {n} result rows to {out_csv}")
+    print_summary(store, replay.run_id, db)
+    write_out_csv(store, replay.run_id, out_csv, db)
+
+
+def write_out_csv(store, run_id: int, path: Path | None, db: str | None) -> None:
+    if path is None:
+        return
+    try:
+        n = export_results(store, run_id, path)
+    except OSError as exc:  # checked before the run, but the disk can change in hours
+        raise UserError(f"could not write {path} ({exc.strerror}); the results are stored: "
+                        f"`sml-sim export {run_id} --out FILE{db_flag(db)}` writes them") from None
+    out.print(f"wrote {n} result rows to {escape(str(path))}")
 
 
 def drive_with_progress(replay) -> None:
@@ -389,13 +491,14 @@ def drive_with_progress(replay) -> None:
         replay.engine.run()
 
 
-def print_summary(store, run_id: int) -> None:
+def print_summary(store, run_id: int, db: str | None = None) -> None:
     from sml_sim import report
 
     info = store.run(run_id)
     results = store.results(run_id)
     out.print()
-    out.print(f"[bold]run {run_id}[/] - {info.dataset} - source: [bold]{info.source}[/] - status: {info.status}")
+    out.print(f"[bold]run {run_id}[/] - {info.dataset} - source: [bold]{escape(info.source)}[/] - "
+              f"status: {info.status}")
     for split in ("validation", "test"):
         means = report.split_means(results, split)
         if not means:
@@ -436,7 +539,7 @@ def print_summary(store, run_id: int) -> None:
                                          for g in groups])
                 out.print(t3)
     if info.status != "finished":
-        out.print(f"run not finished: continue with `sml-sim run --resume {run_id}`")
+        out.print(f"run not finished: continue with `sml-sim run --resume {run_id}{escape(db_flag(db))}`")
 
 
 def export_results(store, run_id: int, path: Path) -> int:
@@ -457,8 +560,10 @@ def replay(
     scale: ScaleOpt = None,
     run_id: Annotated[int | None, typer.Option("--run", help="Continue this run.", metavar="RUN_ID")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if an unfinished one exists.")] = False,
-    periods: PeriodsOpt = None, min_user_interactions: MinUserOpt = None, min_item_interactions: MinItemOpt = None,
-    split: SplitOpt = None, retrain_start: StartOpt = None,
+    periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
+    min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
+    user_col: UserColOpt = None, item_col: ItemColOpt = None, time_col: TimeColOpt = None,
+    time_format: TimeFmtOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False,
     threads: ThreadsOpt = None,
 ):
     """Open the live TUI: step through periods, watch metrics and retraining times, export CSV."""
@@ -466,12 +571,16 @@ def replay(
 
     if run_id is not None and new:
         raise UserError("give --run RUN_ID or --new, not both")
-    store = Store(db)
+    if not has_terminal():
+        raise UserError("replay is the interactive UI and needs a terminal; `sml-sim run` replays headless")
+    check_threads(threads)
     cfg = None
     if run_id is None:
         cfg = build_config(target, data=data, methods=methods, seed=seed, device=device, scale=scale,
-                           periods=periods, period_length=None, min_user=min_user_interactions,
-                           min_item=min_item_interactions, split=split, start=retrain_start)
+                           periods=periods, period_length=period_length, min_user=min_user_interactions,
+                           min_item=min_item_interactions, split=split, start=retrain_start,
+                           csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
+        store = Store(db)
         if not new:
             # Reopening the same replay continues its unfinished run.
             same = [r for r in store.runs() if r.status != "finished" and r.config == cfg.as_dict()]
@@ -479,10 +588,23 @@ def replay(
                 run_id = same[-1].run_id
                 cfg = None
     else:
+        store = Store(db, create=False)
         store.run(run_id)
     from app.tui import run_replay_app
 
-    run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads)
+    outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads)
+    if outcome.run_id is None:
+        raise UserError(f"the replay could not open: {outcome.error or 'unknown reason'}")
+    if outcome.finished:
+        out.print(f"run {outcome.run_id} finished; `sml-sim export {outcome.run_id} --out FILE"
+                  f"{escape(db_flag(db))}` writes its results")
+    else:
+        out.print(f"run {outcome.run_id}: every committed period is kept; continue with "
+                  f"`sml-sim replay --run {outcome.run_id}{escape(db_flag(db))}`")
+    if outcome.exported_to is not None:
+        out.print(f"results exported to {escape(str(outcome.exported_to))}")
+    if outcome.error:
+        raise UserError(f"run {outcome.run_id} stopped: {outcome.error}")
 
 
 @app.command()
@@ -491,7 +613,7 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False):
     """List the runs in the store: id, dataset, source, methods, status, last committed period."""
     from db.store import Store
 
-    rows = Store(db).runs()
+    rows = Store(db, create=False).runs()
     if as_json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -502,7 +624,7 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False):
     for col in ("run", "dataset", "source", "methods", "status", "last period", "started"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r.run_id), r.dataset, r.source, ",".join(r.methods), r.status,
+        table.add_row(str(r.run_id), r.dataset, escape(r.source), ",".join(r.methods), r.status,
                       "-" if r.last_period is None else str(r.last_period), r.started_at)
     out.print(table)
 
@@ -521,22 +643,23 @@ def export(
     from db.store import Store
     from sml_sim import report
 
-    store = Store(db)
-    store.run(run_id)  # clear error when the run does not exist
     if cases and filters:
         raise UserError("give --cases or --filters, not both")
+    check_out_path(out_path)
+    store = Store(db, create=False)
+    store.run(run_id)  # clear error when the run does not exist
     if cases:
         n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id))
-        out.print(f"wrote {n} test cases to {out_path}")
+        out.print(f"wrote {n} test cases to {escape(str(out_path))}")
     elif filters:
         try:
             n = report.write_filters_csv(out_path, run_id, store.results(run_id))
         except ValueError as exc:
             raise UserError(f"run {run_id}: {exc}") from None
-        out.print(f"wrote {n} filter rows to {out_path}")
+        out.print(f"wrote {n} filter rows to {escape(str(out_path))}")
     else:
         n = export_results(store, run_id, out_path)
-        out.print(f"wrote {n} result rows to {out_path}")
+        out.print(f"wrote {n} result rows to {escape(str(out_path))}")
 
 
 @app.command()
@@ -548,7 +671,7 @@ def methods():
     table.add_column("method", style="bold")
     table.add_column("what it does")
     for name, (_, _, desc) in METHODS.items():
-        table.add_row(name, desc)
+        table.add_row(name, escape(desc))
     out.print(table)
 
 

@@ -184,12 +184,81 @@ def test_help_for_every_command(cli):
     (["run", "nosuchthing"], "neither a dataset"),
     (["run", "movielens", "--resume", "1"], "not both"),
     (["run"], "name a dataset"),
-    (["run", "--resume", "99"], "no run 99"),
+    (["run", "--resume", "99"], "no store at"),  # and the mistyped --db is not created (below)
+    (["run", "movielens", "--methods", ""], "no methods"),
+    (["run", "movielens", "--threads", "0"], "--threads"),
+    (["run", "synthetic-yelp", "--scale", "nan"], "--scale"),
+    (["run", "synthetic-yelp", "--min-user-interactions", "-5"], "0 or more"),
+    (["run", "movielens", "--data", "/no/such/u.data"], "no MovieLens ratings file"),
+    (["run", "synthetic-yelp", "--out", "/no/such/folder/r.csv"], "does not exist"),
+    (["replay", "synthetic-yelp"], "needs a terminal"),
+    (["runs"], "no store at"),
+    (["periods", "movielens"], "no store at"),
     (["run", "missing.toml"], "no scenario file"),
 ])
 def test_run_bad_arguments_exit_2(cli, tmp_path, one_line_error, argv, needle):
     r = cli(*argv, "--db", f"sqlite:///{tmp_path}/x.db")
     one_line_error(r, 2, contains=needle)
+    assert not (tmp_path / "x.db").exists()  # checked before anything is stored
+
+
+def test_resume_refuses_new_settings_and_reports_a_finished_run(cli, finished_run, one_line_error):
+    db = finished_run["db"]
+    one_line_error(cli("run", "--resume", "1", "--methods", "pop", "--seed", "3", "--db", db), 2,
+                   contains="drop --methods, --seed")
+    one_line_error(cli("run", "--resume", "99", "--db", db), 2, contains="no run 99")
+    r = cli("run", "--resume", "1", "--db", db)
+    assert r.exit_code == 0, r.stderr
+    assert "already finished" in r.stdout and "mean over test periods" in r.stdout
+
+
+def test_export_to_a_missing_folder_exits_2(cli, finished_run, tmp_path, one_line_error):
+    one_line_error(cli("export", "1", "--out", tmp_path / "no" / "x.csv", "--db", finished_run["db"]), 2,
+                   contains="does not exist")
+    one_line_error(cli("export", "1", "--out", tmp_path, "--db", finished_run["db"]), 2, contains="folder")
+
+
+def test_finished_run_leaves_no_checkpoint_folder(finished_run):
+    assert not (finished_run["folder"] / "sml-sim-checkpoints").exists()
+
+
+def test_replay_checks_its_data_before_opening_the_ui(cli, monkeypatch, tmp_path, one_line_error):
+    import app.cli as cli_mod
+    import app.tui as tui
+
+    monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
+    monkeypatch.setattr(tui, "run_replay_app", lambda **kw: pytest.fail("the UI opened"))
+    r = cli("replay", "movielens", "--data", tmp_path / "nope", "--db", f"sqlite:///{tmp_path}/t.db")
+    one_line_error(r, 2, contains="no MovieLens ratings file")
+
+
+def test_brackets_in_text_survive(cli, tmp_path, one_line_error):
+    """Help, tables and errors print user text as is: no Rich markup eats "[...]"."""
+    assert "[w_prev, w_hat]" in cli("methods").stdout
+    assert "[default:" in cli("run", "--help").stdout
+    one_line_error(cli("run", "csv", "--data", tmp_path / "a[b].csv", "--db", f"sqlite:///{tmp_path}/x.db"), 2,
+                   contains="a[b].csv")
+
+
+def test_short_help_and_version(cli):
+    assert cli("-h").exit_code == 0
+    r = cli("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("sml-sim")
+
+
+def test_run_and_ingest_read_a_csv_with_other_columns(cli, tmp_path, toy_stream):
+    users, items, times = toy_stream(n=600)
+    path = tmp_path / "named.csv"
+    path.write_text("uid;iid;ts\n" + "".join(f"{u};{i};{t}\n" for u, i, t in zip(users, items, times)))
+    flags = ["--user-col", "uid", "--item-col", "iid", "--time-col", "ts", "--delimiter", ";"]
+    db = f"sqlite:///{tmp_path}/c.db"
+    assert cli("ingest", "csv", "--data", path, *flags, "--periods", "6", "--db", db).exit_code == 0
+    r = cli("run", "csv", "--data", path, *flags, "--periods", "6", "--split", "4/1/1", "--retrain-start", "2",
+            "--methods", "pop", "--threads", "1", "--db", db)
+    assert r.exit_code == 0, r.stderr
+    assert "mean over test periods" in r.stdout
+    r = cli("runs", "--db", db, "--json")
+    assert json.loads(r.stdout)[0]["source"] == f"csv ({path})"  # stored absolute: resumable from anywhere
 
 
 def test_bad_scenario_file_exits_2(cli, tmp_path, one_line_error):
@@ -218,6 +287,8 @@ def test_ingest_json_has_documented_keys(cli, tmp_path, toy_stream):
     r = cli("ingest", "movielens", "--data", path, "--db", f"sqlite:///{tmp_path}/i.db", "--periods", "6")
     assert r.exit_code == 0
     assert "source:" in r.stdout and "per period:" in r.stdout
+    r = cli("periods", "synthetic-yelp", "--db", f"sqlite:///{tmp_path}/i.db")
+    assert r.exit_code == 2 and "no dataset 'synthetic-yelp'" in r.stderr and "sml-sim ingest" in r.stderr
 
 
 def test_console_script_and_module_entry_points(sml_sim, tmp_path, one_line_error):
@@ -228,7 +299,7 @@ def test_console_script_and_module_entry_points(sml_sim, tmp_path, one_line_erro
     p = sml_sim("--help")
     assert p.returncode == 0 and "Usage" in p.stdout
     p = sml_sim("periods", "movielens", "--db", f"sqlite:///{tmp_path}/fresh.db")
-    one_line_error(p, 2, contains="no dataset 'movielens'")
+    one_line_error(p, 2, contains="no store at")
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("SML_SIM_DEBUG", None)
@@ -248,6 +319,9 @@ def test_broken_pipe_is_quiet(monkeypatch, tmp_path):
         def close(self):
             pass
 
+    from db.store import Store
+
+    Store(f"sqlite:///{tmp_path}/bp.db")  # an existing (empty) store
     sink = Sink()
     monkeypatch.setattr(sys, "stderr", sink)
     monkeypatch.setattr(sys, "argv", ["sml-sim", "runs", "--json", "--db", f"sqlite:///{tmp_path}/bp.db"])

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.markup import escape
@@ -678,8 +679,9 @@ class ReplayApp(App):
         self.exit()
 
 
-def run_replay_app(*, store, config=None, run_id: int | None = None, threads: int | None = None) -> None:
-    """Open the TUI on a new run (``config``) or an existing one (``run_id``), then record its status."""
+def run_replay_app(*, store, config=None, run_id: int | None = None, threads: int | None = None) -> ReplayOutcome:
+    """Open the TUI on a new run (``config``) or an existing one (``run_id``), record the run's status
+    when it closes, and say how it ended (the command line prints it)."""
     import torch
 
     n = threads if threads else max(1, _cores() - 1)  # leave a core to the UI
@@ -691,16 +693,19 @@ def run_replay_app(*, store, config=None, run_id: int | None = None, threads: in
     app.run()
     # The worker thread has ended here (the event loop joins its executor on exit).
     replay = app.replay
-    if replay is None:
-        if app.fatal_error:
-            print(f"sml-sim replay: {app.fatal_error}")
-        return
-    if replay.engine.finished:
-        replay.finish()
-        print(f"run {replay.run_id} finished; `sml-sim export {replay.run_id} --out FILE` writes its results")
-    else:
-        replay.interrupted(app.fatal_error)
-        print(f"run {replay.run_id}: every committed period is kept; continue with "
-              f"`sml-sim replay --run {replay.run_id}`")
-    if app.last_export is not None:
-        print(f"results exported to {app.last_export}")
+    if replay is not None:
+        if replay.engine.finished:
+            replay.finish()
+        else:
+            replay.interrupted(app.fatal_error)
+    return ReplayOutcome(run_id=None if replay is None else replay.run_id,
+                         finished=replay is not None and replay.engine.finished,
+                         error=app.fatal_error, exported_to=app.last_export)
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    run_id: int | None  # None: the replay never opened
+    finished: bool
+    error: str | None
+    exported_to: Path | None

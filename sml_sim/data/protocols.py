@@ -17,6 +17,7 @@ synthetic-adressa  built-in generator          none      3/day   48/5/10     20
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -190,12 +191,34 @@ def _source_and_raw(spec: DatasetSpec, protocol: Protocol, progress) -> tuple[st
     raise DataError(f"unknown dataset {name!r}; known: {', '.join(PROTOCOLS)}")
 
 
-def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
+def check_spec(spec: DatasetSpec) -> None:
+    """The checks that need no reading: a bad spec fails at once, before a UI opens or a long
+    file is streamed in."""
     if spec.protocol not in PROTOCOLS:
         raise DataError(f"unknown dataset {spec.protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if spec.scale is not None and not (math.isfinite(spec.scale) and spec.scale > 0):
+        raise DataError(f"--scale must be a positive number, not {spec.scale}")
+    for flag, value in (("--min-user-interactions", spec.min_user_interactions),
+                        ("--min-item-interactions", spec.min_item_interactions)):
+        if value is not None and value < 0:
+            raise DataError(f"{flag} must be 0 or more, not {value}")
+    if spec.period_length and spec.periods:
+        raise DataError("give either --periods or --period-length, not both")
+    if spec.protocol.startswith("synthetic-"):
+        return
+    if spec.protocol == "csv" and spec.data is None:
+        raise DataError("the csv protocol needs --data PATH")
+    what = {"yelp": "Yelp review file", "adressa": "Adressa folder", "movielens": "MovieLens ratings file",
+            "csv": "CSV file"}[spec.protocol]
+    if spec.data is not None and not Path(spec.data).exists():
+        raise DataError(f"no {what} at {spec.data}")
+    if spec.data is None and spec.protocol == "movielens" and not default_location("movielens").exists():
+        raise DataError(f"no {what} at {default_location('movielens')}; pass --data PATH")
+
+
+def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
+    check_spec(spec)
     protocol = PROTOCOLS[spec.protocol]
-    if spec.scale is not None and spec.scale <= 0:
-        raise DataError(f"--scale must be positive, not {spec.scale}")
     source, synthetic_, raw, cut_kind = _source_and_raw(spec, protocol, progress)
     if synthetic_ and not spec.protocol.startswith("synthetic-"):
         # The fallback stream follows its synthetic protocol's filters (the same as the real one's).
@@ -203,8 +226,6 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
 
     min_user = spec.min_user_interactions if spec.min_user_interactions is not None else protocol.min_user
     min_item = spec.min_item_interactions if spec.min_item_interactions is not None else protocol.min_item
-    if spec.period_length and spec.periods:
-        raise DataError("give either --periods or --period-length, not both")
     if spec.period_length:
         cut = fixed_window_cut(readers.parse_duration(spec.period_length))
     elif cut_kind == "oslo" and spec.periods is None:
@@ -235,7 +256,7 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
         raw, name=spec.protocol, source=source, is_synthetic=synthetic_, params=params,
         min_user=min_user, min_item=min_item, cut=cut, split_for=split_for,
     )
-    if dataset.n_periods != sum(protocol.reference_split) and not spec.split and not spec.periods:
+    if dataset.n_periods != sum(protocol.reference_split) and not spec.split:
         s = dataset.split
         dataset.notes.append(
             f"{dataset.n_periods} periods instead of {sum(protocol.reference_split)}: split scaled to "
