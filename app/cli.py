@@ -264,7 +264,7 @@ def periods_cmd(
 
     from db.store import Store
 
-    store = Store(db, create=False)
+    store = Store(db, reading=True)
     info = store.latest_dataset(dataset)
     if info is None:
         from sml_sim.data import PROTOCOLS
@@ -613,7 +613,7 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False):
     """List the runs in the store: id, dataset, source, methods, status, last committed period."""
     from db.store import Store
 
-    rows = Store(db, create=False).runs()
+    rows = Store(db, reading=True).runs()
     if as_json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -646,7 +646,7 @@ def export(
     if cases and filters:
         raise UserError("give --cases or --filters, not both")
     check_out_path(out_path)
-    store = Store(db, create=False)
+    store = Store(db, reading=True)
     store.run(run_id)  # clear error when the run does not exist
     if cases:
         n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id))

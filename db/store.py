@@ -62,7 +62,10 @@ def default_url() -> str:
     return os.environ.get("SML_SIM_DB") or f"sqlite:///{DEFAULT_DB_FILE}"
 
 
-def make_engine(url: str | None = None) -> Engine:
+def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
+    """An engine for ``url``; ``read_only`` opens an SQLite file that this user cannot write (an
+    archived or shared results file) as immutable, since SQLite cannot otherwise read a WAL database
+    in a folder where it cannot create the -shm file."""
     url = url or default_url()
     if "://" not in url:  # a bare path is taken as an SQLite file
         url = f"sqlite:///{url}"
@@ -76,11 +79,17 @@ def make_engine(url: str | None = None) -> Engine:
         if not folder.is_dir():
             raise StoreError(f"the folder for the database {parsed.database} does not exist")
     kwargs = {"connect_args": {"timeout": 30, "check_same_thread": False}} if is_sqlite else {}
+    if read_only and is_sqlite:
+        path = Path(parsed.database).expanduser().resolve()
+        wal = path.with_name(path.name + "-wal")
+        # immutable ignores a -wal file: only when there is none (the writer closed) is it safe.
+        mode = "ro" if wal.exists() and wal.stat().st_size else "ro&immutable=1"
+        parsed = parsed.set(database=f"file:{path}?mode={mode}", query={"uri": "true"})
     try:
         engine = create_engine(parsed, **kwargs)
     except Exception as exc:  # a missing driver, for instance
         raise StoreError(f"cannot open the database {url}: {exc}") from exc
-    if is_sqlite:
+    if is_sqlite and not read_only:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
             cur = dbapi_conn.cursor()
@@ -138,18 +147,27 @@ _INSERT_INTERACTIONS = {
 
 
 class Store:
-    def __init__(self, url: str | None = None, create: bool = True):
-        """Open the store at ``url``; ``create=False`` (the commands that only read) refuses an SQLite
-        file that does not exist yet instead of creating an empty one: a mistyped --db must not look
-        like a store whose runs are gone."""
+    def __init__(self, url: str | None = None, create: bool = True, reading: bool = False):
+        """Open the store at ``url``. ``create=False`` (commands that continue a run) refuses an
+        SQLite file that does not exist yet instead of creating an empty one: a mistyped --db must
+        not look like a store whose runs are gone. ``reading=True`` (commands that only read) implies
+        it, and opens a file this user cannot write read-only instead of failing."""
         self.url = url or default_url()
         self.engine = make_engine(self.url)
-        path = self.sqlite_path
-        if not create and path is not None and not path.expanduser().exists():
+        self._sqlite_path = path = self._file_of(self.engine)
+        if (reading or not create) and path is not None and not path.expanduser().exists():
             raise StoreError(f"no store at {path}: nothing has been stored there yet (check --db or $SML_SIM_DB)")
+        self.read_only = reading and path is not None and not (
+            os.access(path, os.W_OK) and os.access(path.expanduser().resolve().parent, os.W_OK))
+        if self.read_only:
+            self.engine.dispose()
+            self.engine = make_engine(self.url, read_only=True)
         try:
-            Base.metadata.create_all(self.engine)
-            self._add_missing_columns()
+            if not self.read_only:
+                Base.metadata.create_all(self.engine)
+                self._add_missing_columns()
+            else:
+                self.engine.connect().close()
         except DatabaseError as exc:  # unreachable server, or a file that is not a database
             raise StoreError(f"cannot open the database {self.url}: {exc.orig}") from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -162,7 +180,11 @@ class Store:
 
     @property
     def sqlite_path(self) -> Path | None:
-        url = make_url(self.engine.url)
+        return self._sqlite_path
+
+    @staticmethod
+    def _file_of(engine: Engine) -> Path | None:
+        url = make_url(engine.url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return Path(url.database)
         return None

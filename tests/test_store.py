@@ -286,3 +286,23 @@ def test_store_from_before_the_owner_column_is_upgraded(tmp_path, dataset):
     assert info.status == "running"
     upgraded.set_run_status(run_id, "interrupted")
     assert upgraded.run(run_id).status == "interrupted"
+
+
+def test_a_store_this_user_cannot_write_is_read_read_only(tmp_path, dataset, monkeypatch):
+    """`runs`/`periods`/`export` on an archived results file: SQLite cannot read a WAL database in
+    a folder where it cannot create the -shm file, so such a file is opened immutable."""
+    import db.store as store_mod
+    from db.store import StoreError
+
+    url = f"sqlite:///{tmp_path}/archived.db"
+    writer = Store(url)
+    writer.ingest(dataset, "fp-archived")
+    writer.engine.dispose()  # the writer is gone: its WAL is checkpointed into the file
+    monkeypatch.setattr(store_mod.os, "access", lambda *a, **k: False)
+    reader = Store(url, reading=True)
+    assert reader.read_only and reader.sqlite_path == tmp_path / "archived.db"
+    assert reader.latest_dataset(dataset.name)["id"] == reader.dataset_id("fp-archived")
+    assert reader.runs() == []
+    with pytest.raises(StoreError, match="no store at"):
+        Store(f"sqlite:///{tmp_path}/typo.db", reading=True)
+    assert not (tmp_path / "typo.db").exists()
