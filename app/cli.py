@@ -82,6 +82,8 @@ def db_flag(db: str | None) -> str:
 
 def check_out_path(path: Path) -> None:
     """Fail before any work when --out cannot be written (not hours later, after a long run)."""
+    if str(path) == "-":  # standard output
+        return
     if path.is_dir():
         raise UserError(f"--out {path} is a folder; give a file name")
     folder = path.expanduser().resolve().parent
@@ -220,7 +222,8 @@ def datasets():
 @app.command()
 @friendly
 def ingest(
-    dataset: Annotated[str, typer.Argument(help="yelp, adressa, movielens, csv, synthetic-yelp or synthetic-adressa.")],
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="yelp, adressa, movielens, csv, synthetic-yelp "
+                                           "or synthetic-adressa.")],
     data: DataOpt = None, db: DbOpt = None, scale: ScaleOpt = None, seed: SeedOpt = 0,
     periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
     min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
@@ -256,7 +259,8 @@ def ingest(
 @app.command("periods")
 @friendly
 def periods_cmd(
-    dataset: Annotated[str, typer.Argument(help="Name of an ingested dataset (the latest one of that name).")],
+    dataset: Annotated[str, typer.Argument(metavar="DATASET",
+                                           help="Name of an ingested dataset (the latest one of that name).")],
     db: DbOpt = None, as_json: JsonOpt = False,
 ):
     """Show the stored periods of a dataset: split, time range, interactions, new users and items."""
@@ -273,7 +277,7 @@ def periods_cmd(
         raise UserError(f"no dataset {dataset!r} in {store.url}{hint}")
     rows = store.periods(info["id"])
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"dataset": info["dataset"], "source": info["source"], "periods": rows}, indent=2))
         return
 
     def when(ts: int) -> str:
@@ -385,6 +389,8 @@ def run(
 
     set_threads(threads)
     if out_csv is not None:
+        if str(out_csv) == "-":
+            raise UserError("--out -: the summary goes to standard output; give a file (or use `sml-sim export`)")
         check_out_path(out_csv)
     if resume is not None:
         if target is not None:
@@ -437,6 +443,13 @@ def run(
     write_out_csv(store, replay.run_id, out_csv, db)
 
 
+def wrote(n: int, what: str, path: Path) -> None:
+    if str(path) == "-":  # the CSV went to standard output: keep it clean
+        err.print(f"wrote {n} {what}")
+    else:
+        out.print(f"wrote {n} {what} to {escape(str(path))}")
+
+
 def write_out_csv(store, run_id: int, path: Path | None, db: str | None) -> None:
     if path is None:
         return
@@ -445,7 +458,7 @@ def write_out_csv(store, run_id: int, path: Path | None, db: str | None) -> None
     except OSError as exc:  # checked before the run, but the disk can change in hours
         raise UserError(f"could not write {path} ({exc.strerror}); the results are stored: "
                         f"`sml-sim export {run_id} --out FILE{db_flag(db)}` writes them") from None
-    out.print(f"wrote {n} result rows to {escape(str(path))}")
+    wrote(n, "result rows", path)
 
 
 def drive_with_progress(replay) -> None:
@@ -558,7 +571,7 @@ def replay(
     data: DataOpt = None, methods: MethodsOpt = None, db: DbOpt = None, device: DeviceOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of data generation, sampling and models.")] = None,
     scale: ScaleOpt = None,
-    run_id: Annotated[int | None, typer.Option("--run", help="Continue this run.", metavar="RUN_ID")] = None,
+    run_id: Annotated[int | None, typer.Option("--run", "--resume", help="Continue this run.", metavar="RUN_ID")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if an unfinished one exists.")] = False,
     periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
     min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
@@ -632,8 +645,8 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False):
 @app.command()
 @friendly
 def export(
-    run_id: Annotated[int, typer.Argument(help="The run to export (see `sml-sim runs`).")],
-    out_path: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The run to export (see `sml-sim runs`).")],
+    out_path: Annotated[Path, typer.Option("--out", help="CSV file to write; - for standard output.")],
     cases: Annotated[bool, typer.Option("--cases", help="One row per test case with its ranks instead.")] = False,
     filters: Annotated[bool, typer.Option("--filters", help="SML's learned first-layer transfer filters "
                                           "(paper Figure 7) for the last period.")] = False,
@@ -650,16 +663,16 @@ def export(
     store.run(run_id)  # clear error when the run does not exist
     if cases:
         n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id))
-        out.print(f"wrote {n} test cases to {escape(str(out_path))}")
+        wrote(n, "test cases", out_path)
     elif filters:
         try:
             n = report.write_filters_csv(out_path, run_id, store.results(run_id))
         except ValueError as exc:
             raise UserError(f"run {run_id}: {exc}") from None
-        out.print(f"wrote {n} filter rows to {escape(str(out_path))}")
+        wrote(n, "filter rows", out_path)
     else:
         n = export_results(store, run_id, out_path)
-        out.print(f"wrote {n} result rows to {escape(str(out_path))}")
+        wrote(n, "result rows", out_path)
 
 
 @app.command()

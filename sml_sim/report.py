@@ -6,7 +6,9 @@ Only out-of-sample, successful rows enter a validation or test figure: rows mark
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -85,8 +87,15 @@ class ExportMeta:
     source: str
 
 
+def open_out(path):
+    """The CSV file to write, or standard output for "-" (left open for the caller's later output)."""
+    if str(path) == "-":
+        return contextlib.nullcontext(sys.stdout)
+    return open(path, "w", newline="")  # noqa: SIM115 - a context manager at every call site
+
+
 def write_results_csv(path, meta: ExportMeta, results: list[dict]) -> int:
-    with open(path, "w", newline="") as f:
+    with open_out(path) as f:
         w = csv.writer(f)
         w.writerow(RESULT_COLUMNS)
         for r in sorted(results, key=lambda r: (r["method"], r["period"])):
@@ -100,7 +109,7 @@ def write_results_csv(path, meta: ExportMeta, results: list[dict]) -> int:
 
 def write_cases_csv(path, run_id: int, case_ranks: Iterable[dict]) -> int:
     n = 0
-    with open(path, "w", newline="") as f:
+    with open_out(path) as f:
         w = csv.writer(f)
         w.writerow(CASE_COLUMNS)
         for c in case_ranks:
@@ -130,7 +139,7 @@ def write_filters_csv(path, run_id: int, results: list[dict]) -> int:
     if not last:
         raise ValueError("this run has no method with convolution filters (run sml or one of its variants)")
     n = 0
-    with open(path, "w", newline="") as f:
+    with open_out(path) as f:
         w = csv.writer(f)
         w.writerow(["run_id", "method", "period", "network", "filter", "w_prev", "w_hat", "w_dot"])
         for method, r in sorted(last.items()):

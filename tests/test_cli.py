@@ -338,3 +338,13 @@ def test_broken_pipe_is_quiet(monkeypatch, tmp_path):
         code = 0
     assert "internal error" not in sink.getvalue(), sink.getvalue()
     assert code in (0, None, 141)
+
+
+def test_export_to_standard_output_and_periods_json(cli, finished_run):
+    r = cli("export", "1", "--out", "-", "--db", finished_run["db"])
+    assert r.exit_code == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == len(METHODS) * 5 and "wrote 25 result rows" in r.stderr
+    r = cli("periods", "csv", "--db", finished_run["db"], "--json")
+    doc = json.loads(r.stdout)
+    assert doc["dataset"] == "csv" and doc["source"].startswith("csv (") and len(doc["periods"]) == 8

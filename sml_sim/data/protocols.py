@@ -5,7 +5,7 @@ protocol           source                      filters   cut     split       ret
 =================  ==========================  ========  ======  ==========  ==============
 yelp               Yelp review JSON lines      10 / 20   40 eq.  30/3/7      10
 adressa            folder of day files         none      3/day   48/5/10 *   20 *
-movielens          u.data / ratings.csv        none      40 eq.  30/3/7      10
+movielens          u.data / .dat / .csv        none      40 eq.  30/3/7      10
 csv                any delimited file          none      N eq.   30/3/7 *    10 *
                                                          or T
 synthetic-yelp     built-in generator          10 / 20   40 eq.  30/3/7      10
@@ -82,7 +82,8 @@ PROTOCOLS: dict[str, Protocol] = {
                  "data/yelp/yelp_academic_dataset_review.json", 10, 20, (30, 3, 7), 10),
         Protocol("adressa", "Adressa news day files; zero reading time dropped; 3 periods per Oslo day",
                  "data/adressa/ (one file per day)", 1, 1, (48, 5, 10), 20),
-        Protocol("movielens", "MovieLens u.data or ratings.csv; every rating is an interaction; 40 periods",
+        Protocol("movielens", "MovieLens u.data, ratings.dat or ratings.csv; every rating is an interaction; "
+                 "40 periods",
                  "data/movielens/u.data", 1, 1, (30, 3, 7), 10),
         Protocol("csv", "any delimited file: --user-col/--item-col/--time-col; --periods N or --period-length",
                  "--data PATH (required)", 1, 1, (30, 3, 7), 10),
