@@ -531,7 +531,7 @@ class ReplayApp(App):
         wide = self.screen.size.width >= WIDE
         with self.batch_update():
             self.query_one(ResultsTable).show(table, choice, colors, wide)
-            ref = table.reference or "sml/best"
+            ref = table.reference or ("sml" if "sml" in methods else "the best")
             hidden = f" · hidden: {', '.join(sorted(self.hidden))}" if self.hidden else ""
             title = (f"{choice.label} · test = mean of {table.n_test} period{'' if table.n_test == 1 else 's'}"
                      f" · RI % = {ref} vs row{hidden}")

@@ -26,7 +26,7 @@ the store and the CSV export.
 | `f` | sampled (1 + 999) / full ranking |
 | `c` | on a narrow terminal: metric chart / timing chart |
 | `e` | export the run's results as CSV (the path is shown) |
-| `m` | pick the methods shown in the charts and the table |
+| `m` | pick the methods trained and shown (an unchecked one is paused) |
 | `?` | this help |
 | `q` | quit: cancels the running step; every committed period is kept |
 
