@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,7 +86,7 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
         wal = path.with_name(path.name + "-wal")
         # immutable ignores a -wal file: only when there is none (the writer closed) is it safe.
         mode = "ro" if wal.exists() and wal.stat().st_size else "ro&immutable=1"
-        parsed = parsed.set(database=f"file:{path}?mode={mode}", query={"uri": "true"})
+        parsed = parsed.set(database=f"file:{quote(str(path))}?mode={mode}", query={"uri": "true"})
     try:
         engine = create_engine(parsed, **kwargs)
     except Exception as exc:  # a missing driver, for instance
@@ -166,8 +168,9 @@ class Store:
             if not self.read_only:
                 Base.metadata.create_all(self.engine)
                 self._add_missing_columns()
-            else:
-                self.engine.connect().close()
+            elif "owner" not in {c["name"] for c in inspect(self.engine).get_columns("runs")}:
+                raise StoreError(f"{path} was written by an older sml-sim and cannot be upgraded without "
+                                 "write access; open it once where it can be written")
         except DatabaseError as exc:  # unreachable server, or a file that is not a database
             raise StoreError(f"cannot open the database {self.url}: {exc.orig}") from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -205,15 +208,22 @@ class Store:
 
     @staticmethod
     def _register(conn, dataset, fp: str) -> int:
-        existing = conn.execute(select(DatasetRow.id).where(DatasetRow.fingerprint == fp)).scalar()
-        if existing is not None:
-            return existing
-        return conn.execute(DatasetRow.__table__.insert().values(
+        values = dict(
             name=dataset.name, fingerprint=fp, source=dataset.source, is_synthetic=dataset.is_synthetic,
             params=dataset.params, split=dataset.split.as_dict(), n_interactions=int(len(dataset.users)),
             n_users=dataset.n_users, n_items=dataset.n_items, n_periods=dataset.n_periods,
             skipped_lines=dataset.skipped_lines, notes=list(dataset.notes),
-        )).inserted_primary_key[0]
+        )
+        if conn.dialect.name == "sqlite":
+            # Insert first, then look up: the insert waits for the write lock, so a concurrent ingest of
+            # the same dataset is seen once it commits (a look-up first raced to a UNIQUE failure).
+            conn.execute(sqlite_insert(DatasetRow).values(**values).on_conflict_do_nothing(
+                index_elements=["fingerprint"]))
+            return conn.execute(select(DatasetRow.id).where(DatasetRow.fingerprint == fp)).scalar_one()
+        existing = conn.execute(select(DatasetRow.id).where(DatasetRow.fingerprint == fp)).scalar()
+        if existing is not None:
+            return existing
+        return conn.execute(DatasetRow.__table__.insert().values(**values)).inserted_primary_key[0]
 
     def ingest(self, dataset, fp: str, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Register ``dataset`` and store every period in one transaction, so that an ingest that

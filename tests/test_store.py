@@ -306,3 +306,53 @@ def test_a_store_this_user_cannot_write_is_read_read_only(tmp_path, dataset, mon
     with pytest.raises(StoreError, match="no store at"):
         Store(f"sqlite:///{tmp_path}/typo.db", reading=True)
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_registering_a_dataset_another_process_is_ingesting_waits_and_reuses_it(tmp_path, dataset):
+    """A run started while an ingest of the same data is writing: it used to fail with
+    'UNIQUE constraint failed: datasets.fingerprint' once the ingest committed."""
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path}/c.db"
+    ingesting, reader = Store(url), Store(url)
+    ids = {}
+    started = threading.Event()
+
+    def ingest():
+        with ingesting.engine.begin() as conn:
+            ids["ingest"] = ingesting._register(conn, dataset, "fp-shared")
+            started.set()
+            time.sleep(0.5)  # still writing periods
+
+    t = threading.Thread(target=ingest)
+    t.start()
+    started.wait()
+    ids["run"] = reader.register_dataset(dataset, "fp-shared")  # waits for the lock, then finds it
+    t.join()
+    assert ids["run"] == ids["ingest"]
+
+
+def test_read_only_open_of_awkward_paths_and_old_stores(tmp_path, dataset, monkeypatch):
+    import db.store as store_mod
+    from db.store import StoreError
+
+    folder = tmp_path / "x#1 %"
+    folder.mkdir()
+    url = f"sqlite:///{folder}/r.db"
+    writer = Store(url)
+    writer.ingest(dataset, "fp-odd")
+    writer.engine.dispose()
+    monkeypatch.setattr(store_mod.os, "access", lambda *a, **k: False)
+    assert Store(url, reading=True).dataset_id("fp-odd") is not None
+    assert sorted(p.name for p in folder.iterdir()) == ["r.db"] and not (tmp_path / "x").exists()
+
+    monkeypatch.undo()
+    old = tmp_path / "old.db"
+    writer = Store(f"sqlite:///{old}")
+    with writer.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE runs DROP COLUMN owner"))  # a store from before that column
+    writer.engine.dispose()
+    monkeypatch.setattr(store_mod.os, "access", lambda *a, **k: False)
+    with pytest.raises(StoreError, match="older sml-sim"):
+        Store(f"sqlite:///{old}", reading=True)
