@@ -80,17 +80,20 @@ def db_flag(db: str | None) -> str:
     return f" --db {shlex.quote(db)}" if db else ""
 
 
-def check_out_path(path: Path) -> None:
-    """Fail before any work when --out cannot be written (not hours later, after a long run)."""
+def checked_out_path(path: Path) -> Path:
+    """--out with ~ expanded, failing before any work when it cannot be written (not hours later,
+    after a long run). The caller writes to the path returned, so check and write agree."""
     if str(path) == "-":  # standard output
-        return
+        return path
+    path = path.expanduser()
     if path.is_dir():
         raise UserError(f"--out {path} is a folder; give a file name")
-    folder = path.expanduser().resolve().parent
+    folder = path.resolve().parent
     if not folder.is_dir():
         raise UserError(f"--out {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not os.access(path if path.exists() else folder, os.W_OK):
         raise UserError(f"--out {path}: not writable")
+    return path
 
 
 def absolute_data(data: str | None) -> str | None:
@@ -99,7 +102,7 @@ def absolute_data(data: str | None) -> str | None:
 
 
 def has_terminal() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
+    return sys.stdin.isatty() and sys.__stderr__.isatty()  # Textual draws on the real stderr
 
 
 def version_callback(value: bool) -> None:
@@ -214,7 +217,7 @@ def datasets():
         where = str(default_location(name)) if name in ("yelp", "adressa", "movielens") else p.default_location
         if name in ("yelp", "adressa"):
             where += " (else synthetic)"
-        table.add_row(name, p.description, where)
+        table.add_row(name, escape(p.description), escape(where))
     out.print(table)
     out.print("Override the data folder root with SML_SIM_DATA, or pass --data PATH.")
 
@@ -237,9 +240,9 @@ def ingest(
     spec = dataset_spec(dataset, data, scale, seed, periods, period_length, min_user_interactions,
                         min_item_interactions, split, retrain_start,
                         csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
-    ds = load_with_progress(spec, quiet=as_json)
-    store = Store(db)
     try:
+        ds = load_with_progress(spec, quiet=as_json)
+        store = Store(db)
         store.ingest(ds, fingerprint(ds.params, ds.source))  # one transaction
     except KeyboardInterrupt:
         err.print("interrupted: nothing was stored; the store is as it was")
@@ -250,10 +253,10 @@ def ingest(
         print(json.dumps(summary, indent=2))
         return
     for line in summary_lines(summary):
-        out.print(line)
+        out.print(escape(line))
     counts = summary["period_interactions"]
     out.print("per period:    " + " ".join(f"{c:,}" for c in counts))
-    out.print(f"stored in {store.url}")
+    out.print(f"stored in {escape(store.url)}")
 
 
 @app.command("periods")
@@ -277,13 +280,13 @@ def periods_cmd(
         raise UserError(f"no dataset {dataset!r} in {store.url}{hint}")
     rows = store.periods(info["id"])
     if as_json:
-        print(json.dumps({"dataset": info["dataset"], "source": info["source"], "periods": rows}, indent=2))
+        print(json.dumps(rows, indent=2))
         return
 
     def when(ts: int) -> str:
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
-    out.print(f"{info['dataset']} - source: {info['source']}")
+    out.print(escape(f"{info['dataset']} - source: {info['source']}"))
     table = Table(box=None, pad_edge=False)
     for col in ("period", "split", "start (UTC)", "end (UTC)", "interactions", "new users", "new items"):
         table.add_column(col, justify="right" if col not in ("split",) else "left")
@@ -352,6 +355,23 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
     return cfg
 
 
+SETTING_FLAGS = {
+    "data": "--data", "methods": "--methods", "device": "--device", "seed": "--seed", "scale": "--scale",
+    "periods": "--periods", "period_length": "--period-length", "min_user_interactions": "--min-user-interactions",
+    "min_item_interactions": "--min-item-interactions", "split": "--split", "retrain_start": "--retrain-start",
+    "user_col": "--user-col", "item_col": "--item-col", "time_col": "--time-col", "time_format": "--time-format",
+    "delimiter": "--delimiter", "no_header": "--no-header",
+}
+
+
+def refuse_new_settings(run_id: int, given: dict) -> None:
+    """A continued run keeps the settings it started with: refuse options it would silently ignore."""
+    ignored = [flag for name, flag in SETTING_FLAGS.items() if given.get(name) not in (None, False)]
+    if ignored:
+        raise UserError(f"continuing run {run_id} keeps the settings it started with; "
+                        f"drop {', '.join(ignored)} (or start a new run)")
+
+
 def check_threads(threads: int | None) -> None:
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: give 1 or more (leave it out for the default)")
@@ -387,24 +407,17 @@ def run(
     from db.replay import Replay
     from db.store import Store
 
+    given = dict(locals())  # the options, for refuse_new_settings
+
     set_threads(threads)
     if out_csv is not None:
         if str(out_csv) == "-":
             raise UserError("--out -: the summary goes to standard output; give a file (or use `sml-sim export`)")
-        check_out_path(out_csv)
+        out_csv = checked_out_path(out_csv)
     if resume is not None:
         if target is not None:
             raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
-        ignored = [flag for flag, value in (
-            ("--data", data), ("--methods", methods), ("--device", device), ("--seed", seed), ("--scale", scale),
-            ("--periods", periods), ("--period-length", period_length),
-            ("--min-user-interactions", min_user_interactions), ("--min-item-interactions", min_item_interactions),
-            ("--split", split), ("--retrain-start", retrain_start), ("--user-col", user_col),
-            ("--item-col", item_col), ("--time-col", time_col), ("--time-format", time_format),
-            ("--delimiter", delimiter), ("--no-header", no_header or None)) if value is not None]
-        if ignored:
-            raise UserError(f"--resume continues run {resume} with the settings it started with; "
-                            f"drop {', '.join(ignored)} (or start a new run)")
+        refuse_new_settings(resume, given)
         store = Store(db, create=False)
         if store.run(resume).status == "finished":
             out.print(f"run {resume} is already finished; nothing to do")
@@ -494,7 +507,7 @@ def drive_with_progress(replay) -> None:
             elif isinstance(e, MethodResult):
                 bar.advance(task)
                 if e.status != "ok":
-                    err.print(f"[red]{e.method} failed at period {e.period}: {e.error}[/]")
+                    err.print(f"[red]{e.method} failed at period {e.period}: {escape(str(e.error))}[/]")
                 elif not err.is_terminal:
                     err.print(f"period {e.period:>3} {e.split:<10} {e.method:<10} recall@20 "
                               f"{e.metrics['recall@20']:.4f}  retrain {e.retrain_s:.2f}s")
@@ -582,6 +595,8 @@ def replay(
     """Open the live TUI: step through periods, watch metrics and retraining times, export CSV."""
     from db.store import Store
 
+    given = dict(locals())  # the options, for refuse_new_settings
+
     if run_id is not None and new:
         raise UserError("give --run RUN_ID or --new, not both")
     if not has_terminal():
@@ -601,13 +616,17 @@ def replay(
                 run_id = same[-1].run_id
                 cfg = None
     else:
+        refuse_new_settings(run_id, given)
         store = Store(db, create=False)
         store.run(run_id)
     from app.tui import run_replay_app
 
     outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads)
     if outcome.run_id is None:
-        raise UserError(f"the replay could not open: {outcome.error or 'unknown reason'}")
+        if outcome.error:
+            raise UserError(f"the replay could not open: {outcome.error}")
+        out.print("closed before the run started; nothing was recorded")
+        return
     if outcome.finished:
         out.print(f"run {outcome.run_id} finished; `sml-sim export {outcome.run_id} --out FILE"
                   f"{escape(db_flag(db))}` writes its results")
@@ -616,17 +635,21 @@ def replay(
                   f"`sml-sim replay --run {outcome.run_id}{escape(db_flag(db))}`")
     if outcome.exported_to is not None:
         out.print(f"results exported to {escape(str(outcome.exported_to))}")
-    if outcome.error:
-        raise UserError(f"run {outcome.run_id} stopped: {outcome.error}")
+    if outcome.error:  # a failure inside the run, not the user's input: exit 1
+        err.print(f"[bold red]error:[/] run {outcome.run_id} stopped: {escape(outcome.error)}")
+        raise typer.Exit(1)
 
 
 @app.command()
 @friendly
 def runs(db: DbOpt = None, as_json: JsonOpt = False):
     """List the runs in the store: id, dataset, source, methods, status, last committed period."""
-    from db.store import Store
+    from db.store import DEFAULT_DB_FILE, Store
 
-    rows = Store(db, reading=True).runs()
+    if db is None and not os.environ.get("SML_SIM_DB") and not Path(DEFAULT_DB_FILE).exists():
+        rows = []  # no store in this folder yet: nothing was run here
+    else:
+        rows = Store(db, reading=True).runs()
     if as_json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -658,7 +681,7 @@ def export(
 
     if cases and filters:
         raise UserError("give --cases or --filters, not both")
-    check_out_path(out_path)
+    out_path = checked_out_path(out_path)
     store = Store(db, reading=True)
     store.run(run_id)  # clear error when the run does not exist
     if cases:

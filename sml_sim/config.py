@@ -88,7 +88,7 @@ def load_scenario(path: Path) -> RunConfig:
         raise DataError(f"{path}: unknown [dataset] keys {', '.join(sorted(unknown))}")
     if ds.get("data"):  # relative data paths are relative to the scenario file
         d = Path(ds["data"]).expanduser()
-        ds["data"] = str(d if d.is_absolute() else (path.parent / d))
+        ds["data"] = str(d if d.is_absolute() else (path.parent / d).resolve())
     run = doc.get("run", {})
     cfg = RunConfig(
         scenario=doc.get("scenario", {}).get("name", path.stem),

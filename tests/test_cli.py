@@ -8,6 +8,7 @@ import io
 import json
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,11 +341,47 @@ def test_broken_pipe_is_quiet(monkeypatch, tmp_path):
     assert code in (0, None, 141)
 
 
-def test_export_to_standard_output_and_periods_json(cli, finished_run):
+def test_export_to_standard_output(cli, finished_run):
     r = cli("export", "1", "--out", "-", "--db", finished_run["db"])
     assert r.exit_code == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert len(rows) == len(METHODS) * 5 and "wrote 25 result rows" in r.stderr
     r = cli("periods", "csv", "--db", finished_run["db"], "--json")
-    doc = json.loads(r.stdout)
-    assert doc["dataset"] == "csv" and doc["source"].startswith("csv (") and len(doc["periods"]) == 8
+    assert [p["index"] for p in json.loads(r.stdout)] == list(range(8))  # a list, as scripts expect
+
+
+def test_continuing_a_replay_refuses_new_settings(cli, finished_run, monkeypatch, one_line_error):
+    import app.cli as cli_mod
+    import app.tui as tui
+
+    monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
+    monkeypatch.setattr(tui, "run_replay_app", lambda **kw: pytest.fail("the UI opened"))
+    r = cli("replay", "--run", "1", "--methods", "pop", "--db", finished_run["db"])
+    one_line_error(r, 2, contains="drop --methods")
+
+
+def test_out_with_a_tilde_is_written_where_it_was_checked(cli, tiny_scenario, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    toml = tiny_scenario(methods=("pop",))
+    r = cli("run", toml, "--out", "~/r.csv", "--threads", "1", "--db", f"sqlite:///{tmp_path}/h.db")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "r.csv").exists()
+
+
+def test_ingest_and_periods_print_bracketed_names_whole(cli, tmp_path, toy_stream):
+    users, items, times = toy_stream(n=300)
+    path = tmp_path / "a[b].csv"
+    path.write_text("user,item,time\n" + "".join(f"{u},{i},{t}\n" for u, i, t in zip(users, items, times)))
+    db = f"sqlite:///{tmp_path}/b.db"
+    r = cli("ingest", "csv", "--data", path, "--periods", "6", "--db", db)
+    assert r.exit_code == 0 and "a[b].csv" in r.stdout, r.stdout
+    assert "a[b].csv" in cli("periods", "csv", "--db", db).stdout
+
+
+def test_scenario_data_paths_are_stored_absolute(tiny_scenario, monkeypatch, tmp_path):
+    from sml_sim.config import load_scenario
+
+    toml = tiny_scenario()
+    monkeypatch.chdir(tmp_path.parent)
+    cfg = load_scenario(Path(tmp_path.name) / toml.name)  # a relative scenario path
+    assert Path(cfg.dataset.data).is_absolute() and Path(cfg.dataset.data).exists()

@@ -216,6 +216,9 @@ class ReplayApp(App):
         self.auto_first_step = auto_first_step
         self.cancel = threading.Event()
         self.replay = None  # db.replay.Replay, once loaded
+        # The same, set by the load worker the moment the run exists: a quit before ReplayLoaded
+        # arrives must still record the run as interrupted.
+        self.opened_replay = None
         self.view: RunView | None = None
         self.results: list[dict] = []
         self.choice = MetricChoice()
@@ -286,6 +289,7 @@ class ReplayApp(App):
                 replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel)
         except Cancelled:
             return "cancelled"
+        self.opened_replay = replay
         replay.engine.subscribe(_Forwarder(self, cancel))
         ds = replay.dataset
         view = RunView(
@@ -692,7 +696,7 @@ def run_replay_app(*, store, config=None, run_id: int | None = None, threads: in
     app = ReplayApp(store=store, config=config, run_id=run_id, threads=n)
     app.run()
     # The worker thread has ended here (the event loop joins its executor on exit).
-    replay = app.replay
+    replay = app.replay or app.opened_replay
     if replay is not None:
         if replay.engine.finished:
             replay.finish()
