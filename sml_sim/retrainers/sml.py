@@ -212,12 +212,12 @@ class SML(Retrainer):
             rows, iu, ii, ij = self._batch_rows(u, i, j)
             # forward + gradients of the activations (autograd.grad w.r.t. W_hat skips Theta's)
             self.row_passes += 2 * sum(len(rows[g]) for g in GROUPS) if through else 0
-            hat = {g: W_hat[g][rows[g]].requires_grad_(True) for g in GROUPS}
+            hat = {g: W_hat[g].index_select(0, rows[g]).requires_grad_(True) for g in GROUPS}
             if through:
-                new = {g: self.theta[g](W_prev[g][rows[g]], hat[g]) for g in GROUPS}
+                new = {g: self.theta[g](W_prev[g].index_select(0, rows[g]), hat[g]) for g in GROUPS}
             else:  # SML-FP: W_hat is fitted to D_t as a plain MF
                 new = hat
-            pu, qi, qj = new["user"][iu], new["item"][ii], new["item"][ij]
+            pu, qi, qj = _gather(new["user"], iu), _gather(new["item"], ii), _gather(new["item"], ij)
             loss = log_loss((pu * qi).sum(1), (pu * qj).sum(1))
             reg = 0.5 * l1 * (hat["user"].pow(2).sum() + hat["item"].pow(2).sum())
             grads = torch.autograd.grad(loss + reg, [hat["user"], hat["item"]])
@@ -256,8 +256,9 @@ class SML(Retrainer):
         for u, i, j in self._batches(data, self.hp("batch_theta"), epochs, gen, negatives):
             rows, iu, ii, ij = self._batch_rows(u, i, j)
             self.row_passes += 3 * sum(len(rows[g]) for g in GROUPS)  # forward, activation and weight gradients
-            new = {g: self.theta[g](W_prev[g][rows[g]], W_hat[g][rows[g]]) for g in GROUPS}
-            pu, qi, qj = new["user"][iu], new["item"][ii], new["item"][ij]
+            new = {g: self.theta[g](W_prev[g].index_select(0, rows[g]), W_hat[g].index_select(0, rows[g]))
+                   for g in GROUPS}
+            pu, qi, qj = _gather(new["user"], iu), _gather(new["item"], ii), _gather(new["item"], ij)
             loss = log_loss((pu * qi).sum(1), (pu * qj).sum(1))
             self.theta_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -423,6 +424,12 @@ class SML(Retrainer):
             for g in GROUPS:
                 self.w_hat_opt[g].load_state_dict(state["w_hat_opt"][g])
         self.trained_upto = state["trained_upto"]
+
+
+def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """rows[index], as index_select: on the CPU it gathers (and its backward scatters) several times
+    faster than advanced indexing, a few percent of an SML period at scale 1.0."""
+    return rows.index_select(0, index)
 
 
 VARIANTS = {
