@@ -355,21 +355,15 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
     return cfg
 
 
-SETTING_FLAGS = {
-    "data": "--data", "methods": "--methods", "device": "--device", "seed": "--seed", "scale": "--scale",
-    "periods": "--periods", "period_length": "--period-length", "min_user_interactions": "--min-user-interactions",
-    "min_item_interactions": "--min-item-interactions", "split": "--split", "retrain_start": "--retrain-start",
-    "user_col": "--user-col", "item_col": "--item-col", "time_col": "--time-col", "time_format": "--time-format",
-    "delimiter": "--delimiter", "no_header": "--no-header",
-}
-
-
-def refuse_new_settings(run_id: int, given: dict) -> None:
-    """A continued run keeps the settings it started with: refuse options it would silently ignore."""
-    ignored = [flag for name, flag in SETTING_FLAGS.items() if given.get(name) not in (None, False)]
-    if ignored:
+def refuse_new_settings(ctx: typer.Context, run_id: int, keep: set[str]) -> None:
+    """A continued run keeps the settings it started with: refuse what the command line gave beyond
+    ``keep`` (parameter names), which it would otherwise silently ignore."""
+    given = [param.opts[0] if param.param_type_name == "option" else param.metavar or param.name
+             for param in ctx.command.params
+             if param.name not in keep and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"]
+    if given:
         raise UserError(f"continuing run {run_id} keeps the settings it started with; "
-                        f"drop {', '.join(ignored)} (or start a new run)")
+                        f"drop {', '.join(given)} (or start a new run)")
 
 
 def check_threads(threads: int | None) -> None:
@@ -388,6 +382,7 @@ def set_threads(threads: int | None) -> None:
 @app.command()
 @friendly
 def run(
+    ctx: typer.Context,
     target: Annotated[str | None, typer.Argument(metavar="DATASET_OR_SCENARIO",
                                                  help="A dataset (see `sml-sim datasets`), a scenario name "
                                                  "(scenarios/NAME.toml) or a .toml file.")] = None,
@@ -407,8 +402,6 @@ def run(
     from db.replay import Replay
     from db.store import Store
 
-    given = dict(locals())  # the options, for refuse_new_settings
-
     set_threads(threads)
     if out_csv is not None:
         if str(out_csv) == "-":
@@ -417,7 +410,7 @@ def run(
     if resume is not None:
         if target is not None:
             raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
-        refuse_new_settings(resume, given)
+        refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
         store = Store(db, create=False)
         if store.run(resume).status == "finished":
             out.print(f"run {resume} is already finished; nothing to do")
@@ -579,6 +572,7 @@ def export_results(store, run_id: int, path: Path) -> int:
 @app.command()
 @friendly
 def replay(
+    ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="DATASET_OR_SCENARIO",
                                           help="A dataset, a scenario name or a .toml file.")] = "demo",
     data: DataOpt = None, methods: MethodsOpt = None, db: DbOpt = None, device: DeviceOpt = None,
@@ -594,8 +588,6 @@ def replay(
 ):
     """Open the live TUI: step through periods, watch metrics and retraining times, export CSV."""
     from db.store import Store
-
-    given = dict(locals())  # the options, for refuse_new_settings
 
     if run_id is not None and new:
         raise UserError("give --run RUN_ID or --new, not both")
@@ -616,7 +608,7 @@ def replay(
                 run_id = same[-1].run_id
                 cfg = None
     else:
-        refuse_new_settings(run_id, given)
+        refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"})
         store = Store(db, create=False)
         store.run(run_id)
     from app.tui import run_replay_app

@@ -358,6 +358,8 @@ def test_continuing_a_replay_refuses_new_settings(cli, finished_run, monkeypatch
     monkeypatch.setattr(tui, "run_replay_app", lambda **kw: pytest.fail("the UI opened"))
     r = cli("replay", "--run", "1", "--methods", "pop", "--db", finished_run["db"])
     one_line_error(r, 2, contains="drop --methods")
+    r = cli("replay", "synthetic-yelp", "--resume", "1", "--db", finished_run["db"])
+    one_line_error(r, 2, contains="drop DATASET_OR_SCENARIO")
 
 
 def test_out_with_a_tilde_is_written_where_it_was_checked(cli, tiny_scenario, tmp_path, monkeypatch):
