@@ -16,7 +16,7 @@ import torch
 from app.tui import ReplayApp
 from app.tui import app as tui_app
 from app.tui.model import MetricChoice, fmt_value, results_table
-from app.tui.widgets import PeriodChart, ResultsTable
+from app.tui.widgets import PeriodChart, ResultsTable, y_ticks
 from db.store import Store
 from sml_sim import report
 from sml_sim.config import RunConfig
@@ -402,3 +402,13 @@ def test_main_screen_snapshot(tui_snapshots, snap_compare, store, tmp_path, size
 
     assert snap_compare(app, terminal_size=size, run_before=two_steps)
 
+
+
+@pytest.mark.parametrize("top, count", [(0.0138, 3), (0.476, 5), (0.48, 2), (0.48, 1), (1.0, 2), (0.00023, 3),
+                                        (1234.0, 4), (37.0, 8)])
+def test_chart_y_ticks_are_round_distinct_and_in_range(top, count):
+    """plotext's own ticks repeated labels on small ranges ("0.01 0.01 0.01" on an 80x24 timing chart)."""
+    ticks, labels = y_ticks(top, count)
+    assert ticks[0] == 0 and ticks[-1] <= top and count + 1 <= len(ticks) <= 2.5 * count + 1
+    assert len(set(labels)) == len(labels)
+    assert all(abs(float(label) - t) < 1e-12 + 1e-9 * t for label, t in zip(labels, ticks))

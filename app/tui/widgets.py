@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 
@@ -178,6 +179,7 @@ class PeriodChart(PlotextPlot):
         top = max(values, default=0.0)
         top = top * 1.15 if top > 0 else 1.0
         plt.ylim(0, top)
+        plt.yticks(*y_ticks(top, max(1, (height - 4) // 3)))
         if view is not None:
             _regions(plt, view, width, top)
         for method, pts in series.points.items():
@@ -321,6 +323,17 @@ def _regions(plt: Plot, view: RunView, width: int, top: float) -> None:
         if a > lo:
             plt.vline(a - 0.5, color)
         plt.text(name, (a + b) / 2, top * 0.97, color=color, alignment="center")
+
+
+def y_ticks(top: float, count: int) -> tuple[list[float], list[str]]:
+    """``count`` to 2.5 x ``count`` ticks from 0 to ``top`` at round steps (1, 2 or 5 times a power of ten), with
+    just enough decimals that no two labels read the same (plotext's own repeat on small ranges)."""
+    raw = top / max(1, count)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (5, 2, 1) if m * power <= raw * (1 + 1e-9))  # rounded down: >= count ticks
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    ticks = [k * step for k in range(int(top / step + 1e-9) + 1)]
+    return ticks, [f"{t:.{decimals}f}" for t in ticks]
 
 
 class ResultsTable(DataTable):
