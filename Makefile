@@ -5,7 +5,9 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/sml-sim replay demo
+	@# The live TUI needs a terminal; without one (CI, a pipe) the same replay runs headless.
+	@if [ -t 0 ] && [ -t 2 ]; then .venv/bin/sml-sim replay demo; \
+	else echo "no terminal: replaying the demo headless (sml-sim run demo)"; .venv/bin/sml-sim run demo; fi
 
 test: setup
 	.venv/bin/python -m pytest -q
