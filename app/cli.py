@@ -169,7 +169,7 @@ def dataset_spec(dataset: str, data, scale, seed, periods, period_length, min_us
     return DatasetSpec(protocol=dataset, data=absolute_data(data), scale=scale, seed=seed, periods=periods,
                        period_length=period_length, min_user_interactions=min_user,
                        min_item_interactions=min_item, split=split, retrain_start=start,
-                       csv=csv_opts if dataset == "csv" else {})
+                       csv=csv_opts)  # on another protocol, check_spec refuses them
 
 
 def load_with_progress(spec, quiet: bool = False):
@@ -299,7 +299,7 @@ def periods_cmd(
 
 MethodsOpt = Annotated[str | None, typer.Option("--methods", help="Comma-separated methods, e.g. sml,full,fine,spmf,"
                                                 "pop,random (see `sml-sim methods`).")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda [default: auto].",
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda [default: auto]",
                                                show_default=False)]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads [default: all cores for run, "
                                                 "all but one for replay, so the UI keeps a core].",
@@ -328,7 +328,7 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
                        ("split", split), ("retrain_start", start)):
         if value is not None:
             setattr(ds, key, value)
-    if csv_opts and ds.protocol == "csv":
+    if csv_opts:  # on another protocol, check_spec refuses them
         ds.csv = {**ds.csv, **csv_opts}
     if seed is not None:
         cfg.seed = ds.seed = seed
@@ -603,7 +603,7 @@ def replay(
         store = Store(db)
         if not new:
             # Reopening the same replay continues its unfinished run.
-            same = [r for r in store.runs() if r.status != "finished" and r.config == cfg.as_dict()]
+            same = [r for r in store.runs() if r.status not in ("finished", "running") and r.config == cfg.as_dict()]
             if same:
                 run_id = same[-1].run_id
                 cfg = None
@@ -646,7 +646,7 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False):
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return
     if not rows:
-        out.print("no runs yet: try `sml-sim run demo`")
+        out.print(f"no runs yet: try `sml-sim run demo{escape(db_flag(db))}`")
         return
     table = Table(box=None, pad_edge=False)
     for col in ("run", "dataset", "source", "methods", "status", "last period", "started"):

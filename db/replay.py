@@ -14,7 +14,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from db.store import Store, StoreError, fingerprint
+from db.store import Store, StoreError, fingerprint, this_process
 from sml_sim.config import RunConfig
 from sml_sim.data import load_dataset
 from sml_sim.data.base import Dataset
@@ -69,6 +69,10 @@ class Replay:
     @classmethod
     def resume(cls, store: Store, run_id: int, progress=None, cancel=None) -> Replay:
         info = store.run(run_id)
+        if info.status == "running" and info.owner not in (None, this_process()):
+            # its owner is alive, or on another host (a dead local one reads "interrupted")
+            raise StoreError(f"run {run_id} is being run by another process ({info.owner}) right now; wait "
+                             "for it, or stop it first (its committed periods are kept)")
         config = RunConfig.from_dict(info.config)
         dataset = load_dataset(config.dataset, progress=progress)
         if store.dataset_id(fingerprint(dataset.params, dataset.source)) != info.dataset_id:

@@ -77,7 +77,8 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
         raise StoreError(f"--db {url!r} is not an SQLAlchemy URL (e.g. sqlite:///results.db)") from exc
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().resolve().parent
+        parsed = parsed.set(database=str(Path(parsed.database).expanduser()))  # --db ~/results.db
+        folder = Path(parsed.database).resolve().parent
         if not folder.is_dir():
             raise StoreError(f"the folder for the database {parsed.database} does not exist")
     kwargs = {"connect_args": {"timeout": 30, "check_same_thread": False}} if is_sqlite else {}
@@ -132,6 +133,7 @@ class RunInfo:
     dataset_id: int
     started_at: str
     error: str | None = None
+    owner: str | None = None  # "host:pid" of the process running it, while it runs
 
     def as_dict(self) -> dict:
         return {
@@ -335,6 +337,7 @@ class Store:
                     run_id=run.id, dataset=ds.name, source=ds.source, scenario=run.scenario,
                     methods=list(run.methods), last_period=self._last_period(s, run),
                     status="interrupted" if run.status == "running" and process_gone(run.owner) else run.status,
+                    owner=run.owner,
                     seed=run.seed, device=run.device, config=run.config, dataset_id=ds.id,
                     started_at=run.started_at.isoformat(timespec="seconds"), error=run.error,
                 ))

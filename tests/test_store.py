@@ -356,3 +356,27 @@ def test_read_only_open_of_awkward_paths_and_old_stores(tmp_path, dataset, monke
     monkeypatch.setattr(store_mod.os, "access", lambda *a, **k: False)
     with pytest.raises(StoreError, match="older sml-sim"):
         Store(f"sqlite:///{old}", reading=True)
+
+
+def test_a_run_another_live_process_is_driving_cannot_be_resumed(tmp_path, tiny_scenario):
+    """Two drivers of one run (a `run` and a `replay` reopening it) used to both write; the TUI then
+    marked it interrupted while the other kept going."""
+    from db.replay import Replay
+    from db.store import StoreError, this_process
+    from sml_sim.config import load_scenario
+
+    store = Store(f"sqlite:///{tmp_path}/live.db")
+    run_id = Replay.new(store, load_scenario(tiny_scenario(methods=("pop",)))).run_id
+    host = this_process().rpartition(":")[0]
+    with store.engine.begin() as c:  # pid 1 is always alive: another process holds the run
+        c.execute(text("UPDATE runs SET owner = :o WHERE id = :r"), {"o": f"{host}:1", "r": run_id})
+    with pytest.raises(StoreError, match="another process"):
+        Replay.resume(store, run_id)
+    store.set_run_status(run_id, "running")  # this process owns it again
+    assert Replay.resume(store, run_id).run_id == run_id
+
+
+def test_a_tilde_in_the_db_path_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    Store("~/home.db")
+    assert (tmp_path / "home.db").exists()

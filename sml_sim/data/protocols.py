@@ -205,8 +205,25 @@ def check_spec(spec: DatasetSpec) -> None:
             raise DataError(f"{flag} must be 0 or more, not {value}")
     if spec.period_length and spec.periods:
         raise DataError("give either --periods or --period-length, not both")
+    if spec.periods is not None and spec.periods < 4:
+        raise DataError(f"--periods {spec.periods}: at least 4 periods are needed (train, validation, test)")
+    if spec.period_length:
+        readers.parse_duration(spec.period_length)
+    if spec.split:
+        parse_split(spec.split)
+    if spec.retrain_start is not None and spec.retrain_start < 1:
+        raise DataError(f"--retrain-start {spec.retrain_start}: the first retraining period is 1 or later")
+    if spec.seed < 0:
+        raise DataError(f"--seed must be 0 or more, not {spec.seed}")
     if spec.protocol.startswith("synthetic-"):
+        if spec.data is not None:  # never dropped silently
+            raise DataError(f"{spec.protocol} is generated, it reads no file; drop --data (or use "
+                            f"{spec.protocol.removeprefix('synthetic-')} or csv)")
         return
+    if spec.protocol != "csv" and spec.csv:
+        raise DataError(f"the csv column options apply to the csv dataset, not {spec.protocol}")
+    if spec.scale is not None and spec.protocol in ("movielens", "csv"):
+        raise DataError(f"--scale sizes the synthetic streams; {spec.protocol} is read as it is")
     if spec.protocol == "csv" and spec.data is None:
         raise DataError("the csv protocol needs --data PATH")
     what = {"yelp": "Yelp review file", "adressa": "Adressa folder", "movielens": "MovieLens ratings file",
