@@ -436,7 +436,8 @@ class ReplayApp(App):
         gc.freeze()
 
     def on_period_arrived(self, message: PeriodArrived) -> None:
-        self.clock = message.period
+        # never backwards: a resumed run's preparation replays the early periods again
+        self.clock = message.period if self.clock is None else max(self.clock, message.period)
         self.update_status()
 
     def on_method_started(self, message: MethodStarted) -> None:

@@ -336,6 +336,9 @@ def y_ticks(top: float, count: int) -> tuple[list[float], list[str]]:
     return ticks, [f"{t:.{decimals}f}" for t in ticks]
 
 
+BASE_COLUMNS = 9  # the results table's columns before the wide layout's "tests" and "status"
+
+
 class ResultsTable(DataTable):
     """Per method: last period, test running mean, relative improvement, retrain seconds."""
 
@@ -373,7 +376,8 @@ class ResultsTable(DataTable):
                 Text(row.retrain, justify="right"),
             ]
             if wide:
-                status = Text(f"failed: {row.error}", style="red") if row.failed else Text("ok", style="green")
+                # a leading space: the column before it is right-aligned
+                status = Text(f" failed: {row.error}", style="red") if row.failed else Text(" ok", style="green")
                 cells += [Text(str(row.n_test), justify="right"), status]
             rows.append((row.method, cells))
         # Fixed column widths, computed here: the table's own measuring happens later, on idle, and
@@ -382,6 +386,9 @@ class ResultsTable(DataTable):
         minimum = {0: 6, 1: 6, 6: 7, 7: 7, 8: 6}
         widths = [1 + max([len(label), minimum.get(i, 0)] + [cells[i].cell_len for _, cells in rows])
                   for i, label in enumerate(labels)]
+        if wide and 0 < self.size.width < sum(widths):  # the wide layout's extra columns do not fit here
+            labels, widths = labels[:BASE_COLUMNS], widths[:BASE_COLUMNS]
+            rows = [(key, cells[:BASE_COLUMNS]) for key, cells in rows]
         keys = [key for key, _ in rows]
         if (labels, widths, keys) == self._shape:
             for key, cells in rows:
@@ -392,7 +399,8 @@ class ResultsTable(DataTable):
             self.clear(columns=True)
             for i, (label, width) in enumerate(zip(labels, widths)):
                 # numbers are right-aligned, and so are their headers (the space is then on the left)
-                header = Text(label, justify="left" if i < 2 or label == "status" else "right")
+                header = Text(" status" if label == "status" else label,
+                              justify="left" if i < 2 or label == "status" else "right")
                 self.add_column(header, key=label, width=width)
             for key, cells in rows:
                 self.add_row(*cells, key=key)
