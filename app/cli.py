@@ -31,8 +31,16 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """`sml-sim run ... | head`: the reader left. Rich exits with status 1 here, which left the run
+        marked interrupted with no word said; the output goes nowhere and the run carries on to the
+        end, its results stored."""
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 # Piped output keeps long lines whole (no wrapping at 80 columns) so it stays greppable.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
