@@ -336,6 +336,7 @@ async def test_resume_shows_the_committed_periods_and_continues(store, tmp_path)
         await settle(pilot, again)
         assert again.steps_done == 0  # no automatic step on resume: the results are already there
         assert sorted({r["period"] for r in again.results}) == [3]
+        assert again.clock == 3  # the header's period, not the early periods the preparation replays
         assert again.query_one(ResultsTable).cell_text("pop", "period") == "3 trn"
         await pilot.press("n")
         await settle(pilot, again, until=lambda: again.steps_done >= 1)
