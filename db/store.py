@@ -19,7 +19,7 @@ from urllib.parse import quote
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,10 +69,9 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
     archived or shared results file) as immutable, since SQLite cannot otherwise read a WAL database
     in a folder where it cannot create the -shm file."""
     url = url or default_url()
-    if "://" not in url:  # a bare path is taken as an SQLite file
-        url = f"sqlite:///{url}"
     try:
-        parsed = make_url(url)
+        # A bare path is an SQLite file, taken whole: a '?' or '#' in it is part of the name.
+        parsed = URL.create("sqlite", database=url) if "://" not in url else make_url(url)
     except ArgumentError as exc:
         raise StoreError(f"--db {url!r} is not an SQLAlchemy URL (e.g. sqlite:///results.db)") from exc
     is_sqlite = parsed.get_backend_name() == "sqlite"

@@ -337,9 +337,9 @@ def test_read_only_open_of_awkward_paths_and_old_stores(tmp_path, dataset, monke
     import db.store as store_mod
     from db.store import StoreError
 
-    folder = tmp_path / "x#1 %"
+    folder = tmp_path / "x#1 ?%"
     folder.mkdir()
-    url = f"sqlite:///{folder}/r.db"
+    url = str(folder / "r.db")  # a bare path: taken whole, '?' included
     writer = Store(url)
     writer.ingest(dataset, "fp-odd")
     writer.engine.dispose()
