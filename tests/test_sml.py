@@ -295,3 +295,32 @@ def test_max_row_norm_holds_after_every_period(idle_rows):
         longest.append(max(float(torch.linalg.vector_norm(r.W[g], dim=1).max()) for g in GROUPS))
     assert max(longest) <= 0.1 + 1e-5
     assert max(longest) > 0.1 - 1e-5  # the bound was reached, so it was tested
+
+
+@pytest.mark.parametrize("method", ["sml", "sml-n"])
+def test_last_training_period_breaks_after_step_1(method):
+    """Algorithm 1 line 8: at t == T step 1 runs once and Theta is not trained. SML-N replaces only
+    line 9's D_{t+1} by D_t (paper 4.3), so it breaks there too, although it never needs D_{T+1}."""
+    ds = tiny_dataset()
+    r, _ = started(ds, method)
+    last = ds.split.train[1]
+    theta_before = [p.detach().clone() for net in r.theta.values() for p in net.parameters()]
+    out = r.fit_period(last, None)  # as the engine calls it: D_{T+1} is a validation period
+    assert all(torch.equal(a, b) for a, b in zip(theta_before, (p for net in r.theta.values()
+                                                                 for p in net.parameters())))
+    assert r.w_hat_opt["user"].steps == -(-len(ds.period(last)) // TINY["batch_w_hat"])  # one pass, not 2
+    assert "loss_step2" not in out and "loss_step1" in out
+
+
+@pytest.mark.parametrize("params", [{"epochs_w_hat": 0}, {"epochs_theta": 0}])
+def test_a_step_with_no_epochs_is_skipped_not_a_nan_failure(params):
+    ds = tiny_dataset(n_periods=6, per_period=80, split=(3, 1, 2), start=1)
+    res = run_scores(ds, "sml", **params)
+    assert all(r.status == "ok" for r in res.values()), [r.error for r in res.values()]
+
+
+def test_detach_product_reaches_the_transfer():
+    ds = tiny_dataset()
+    for value in (True, False):
+        r, _ = started(ds, detach_product=value)
+        assert all(net.detach_product is value for net in r.theta.values())

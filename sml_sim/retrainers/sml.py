@@ -23,7 +23,8 @@ then ``fit_period(t, None)`` does, with the paper's t shifted by one::
     W_hat_t <- W_{t-1}; update W_hat_t on L_r(W_hat_t | D_t)                    (line 8)
     W_t <- f_Theta(W_{t-1}, W_hat_t)                                            (line 9)
 
-L0 is the log loss with one sampled negative (eq. 13). Step 1 and the MF rows of step 2 run the
+L0 is the log loss with one sampled negative (eq. 13), averaged over the batch's positives and
+negatives (the authors' code sums the two means: twice this). Step 1 and the MF rows of step 2 run the
 transfer only on the distinct rows of each batch; the whole tables go through it once per period.
 
 Defaults follow the authors' public code where the paper is silent (``sml-method.md``): Adam for
@@ -38,7 +39,8 @@ Choices the paper leaves open, made here and documented in the README:
   break (``serve_w_hat_epochs`` overrides);
 * SML-S freezes Theta in every validation/test period and then skips lines 3-7 (with Theta fixed
   they would only re-fit W_hat_{t-1} to old data): it runs lines 8-9 only;
-* SML-N replaces D_{t+1} by D_t wherever Theta is trained (so it never needs the next period);
+* SML-N replaces D_{t+1} by D_t wherever Theta is trained (so it never needs the next period), and
+  still stops after step 1 at t == T (line 8), as the paper changes only line 9 for it;
 * SML-FP trains W_hat_t on D_t directly as an MF (eq. 8 without the transfer); Theta as in SML;
 * step 2's negative pool (eq. 13 only says "unobserved"): the items of Theta's period by default, as
   the authors' code; ``theta_negatives = "seen"`` draws from every item seen so far instead, as step 1
@@ -102,6 +104,7 @@ class SML(Retrainer):
     defaults = {
         "transfer": "cnn",          # cnn | weighted-sum | mlp
         "n1": 10, "n2": 5, "conv_layers": 2, "fc_size": 512, "use_conv": True, "use_fc": True,
+        "detach_product": True,     # the stack's product row uses W_hat detached (the authors' code)
         "alpha": 0.5, "learn_alpha": True, "mlp_hidden": 512,
         "outer_iters": 10,
         "epochs_w_hat": 1, "epochs_theta": 1,
@@ -170,7 +173,8 @@ class SML(Retrainer):
         kind = self.hp("transfer")
         if kind == "cnn":
             return build_transfer("cnn", dim, n1=self.hp("n1"), n2=self.hp("n2"), conv_layers=self.hp("conv_layers"),
-                                  fc_size=self.hp("fc_size"), use_conv=self.hp("use_conv"), use_fc=self.hp("use_fc"))
+                                  fc_size=self.hp("fc_size"), use_conv=self.hp("use_conv"), use_fc=self.hp("use_fc"),
+                                  detach_product=self.hp("detach_product"))
         if kind == "weighted-sum":
             return build_transfer("weighted-sum", dim, alpha=self.hp("alpha"), learn_alpha=self.hp("learn_alpha"))
         if kind == "mlp":
@@ -195,9 +199,10 @@ class SML(Retrainer):
         return {"user": ru, "item": ri}, inv_u, inv_ij[: len(i)], inv_ij[len(i):]
 
     def _step1(self, t: int, data: PeriodData, W_prev, W_hat, opt, epochs: int, tick) -> float:
-        """Learn W_hat on D_t through the transfer (eq. 8-9); Theta is not stepped."""
+        """Learn W_hat on D_t through the transfer (eq. 8-9); Theta is not stepped. Returns the mean
+        batch loss, or None when there was nothing to do (no epochs, or an empty period)."""
         if epochs <= 0 or len(data) == 0:
-            return float("nan")
+            return None
         gen = self.ctx.generator(self.name, t, "step1", data.index, opt["user"].steps)
         n_seen = self.ctx.n_items_seen(data.index)
         dev = self.ctx.device
@@ -229,11 +234,10 @@ class SML(Retrainer):
         return float(total) / max(1, count)
 
     def _step2(self, t: int, data: PeriodData, W_prev, W_hat, epochs: int, tick) -> float:
-        """Learn Theta on ``data`` with W_hat constant (eq. 10-11, first-order)."""
-        if self.theta_opt is None:
-            return 0.0
-        if epochs <= 0 or len(data) == 0:
-            return float("nan")
+        """Learn Theta on ``data`` with W_hat constant (eq. 10-11, first-order). Returns the mean
+        batch loss, or None when there was nothing to do (nothing to learn, no epochs, empty data)."""
+        if self.theta_opt is None or epochs <= 0 or len(data) == 0:
+            return None
         gen = self.ctx.generator(self.name, t, "step2", data.index, self.theta_opt_steps())
         users, items = self.ctx.tensors(data)
         present = self._theta_negative_pool(data)
@@ -356,9 +360,11 @@ class SML(Retrainer):
             W_prev = self.W
             W_hat, opt = self._new_w_hat(W_prev)
             theta_data = D_t if self.hp("theta_on") == "current" else next_period
+            last_training = t == ds.split.train[1]  # t == T: D_{T+1} is a validation period
             for _ in range(iters):
                 losses["step1"] = self._step1(t, D_t, W_prev, W_hat, opt, e1, tick)
-                if theta_data is None:  # t == T: no next period to learn Theta from
+                # Line 8. SML-N replaces only line 9's D_{t+1} by D_t (paper 4.3), so it breaks here too.
+                if last_training or theta_data is None:
                     break
                 losses["step2"] = self._step2(t, theta_data, W_prev, W_hat, e2, tick)
         else:
@@ -380,6 +386,7 @@ class SML(Retrainer):
         self.W_prev, self.W_hat = W_prev, W_hat
         self.W = self._transfer_all(W_prev, W_hat, D_t)
         self.trained_upto = t
+        losses = {k: v for k, v in losses.items() if v is not None}  # steps that had nothing to do
         for name, value in losses.items():
             if value != value:
                 raise FloatingPointError(f"SML {name} loss became NaN")
