@@ -565,6 +565,9 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
                     t3.add_row(method, *["-" if row[g][0] is None else f"{row[g][0]:.4f} ({row[g][1]})"
                                          for g in groups])
                 out.print(t3)
+    for method, (period, error) in report.failures(results).items():
+        out.print(f"[red]{method} failed at period {period}[/]: {escape(error)} (means above, if any, "
+                  "cover only its periods before)")
     if info.status != "finished":
         out.print(f"run not finished: continue with `sml-sim run --resume {run_id}{escape(db_flag(db))}`")
 

@@ -28,7 +28,18 @@ GROUPS = [("old", "old"), ("old", "new"), ("new", "old"), ("new", "new")]
 
 
 def counts_in(row: dict, split: str) -> bool:
-    return row["split"] == split and row["status"] == "ok" and not row["in_sample"]
+    """Whether a stored row enters the split's figures: scored, out of sample, with cases to score
+    (a period without test cases has no metric to average)."""
+    return row["split"] == split and row["status"] == "ok" and not row["in_sample"] and row["n_cases"] > 0
+
+
+def failures(results: list[dict]) -> dict[str, tuple[int, str]]:
+    """Each failed method's first failed period and error (a failed method stops there)."""
+    out: dict[str, tuple[int, str]] = {}
+    for r in sorted(results, key=lambda r: r["period"]):
+        if r["status"] == "failed" and r["method"] not in out:
+            out[r["method"]] = (r["period"], r["error"] or "unknown error")
+    return out
 
 
 def split_means(results: list[dict], split: str = "test") -> dict[str, dict[str, float]]:

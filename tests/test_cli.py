@@ -395,3 +395,24 @@ def test_scenario_data_paths_are_stored_absolute(tiny_scenario, monkeypatch, tmp
     monkeypatch.chdir(tmp_path.parent)
     cfg = load_scenario(Path(tmp_path.name) / toml.name)  # a relative scenario path
     assert Path(cfg.dataset.data).is_absolute() and Path(cfg.dataset.data).exists()
+
+
+def test_summary_names_a_method_that_failed(cli, tiny_scenario):
+    """A method that fails mid-run has no row in the means; the summary must still say what happened."""
+    from sml_sim.retrainers import METHODS, register
+    from sml_sim.retrainers.mf_methods import FineTune
+
+    class BreaksAtPeriod4(FineTune):
+        def fit_period(self, t, next_period=None):
+            if t == 4:
+                raise RuntimeError("broken on purpose")
+            return super().fit_period(t, next_period)
+
+    register("breaks", BreaksAtPeriod4, {}, "test method")
+    try:
+        toml = tiny_scenario(methods=("fine", "breaks"))
+        r = cli("run", toml, "--db", f"sqlite:///{toml.parent}/f.db", "--threads", "1")
+    finally:
+        METHODS.pop("breaks", None)
+    assert r.exit_code == 0, r.stderr + r.stdout
+    assert "breaks failed at period 5: RuntimeError: broken on purpose" in r.stdout

@@ -446,7 +446,7 @@ def test_in_sample_marked_only_in_training_periods(test_methods, make_dataset):
 def test_in_sample_rows_stay_out_of_split_means():
     from sml_sim import report
 
-    base = {"status": "ok", "metrics": {k: 0.5 for k in report.METRIC_KEYS}, "retrain_s": 0.0}
+    base = {"status": "ok", "metrics": {k: 0.5 for k in report.METRIC_KEYS}, "retrain_s": 0.0, "n_cases": 10}
     rows = [
         {**base, "method": "a", "period": 5, "split": "train", "in_sample": True},
         {**base, "method": "a", "period": 6, "split": "test", "in_sample": False},
@@ -454,6 +454,9 @@ def test_in_sample_rows_stay_out_of_split_means():
          "metrics": {k: 1.0 for k in report.METRIC_KEYS}},
         {**base, "method": "a", "period": 8, "split": "test", "in_sample": False, "status": "failed",
          "metrics": {}},
+        # a period without test cases has nothing to average (its metrics are NaN)
+        {**base, "method": "a", "period": 9, "split": "test", "in_sample": False, "n_cases": 0,
+         "metrics": {k: float("nan") for k in report.METRIC_KEYS}},
     ]
     means = report.split_means(rows, "test")
     assert means["a"]["periods"] == 1 and means["a"]["recall@20"] == 0.5
