@@ -702,15 +702,41 @@ def export(
 
 
 @app.command()
-def methods():
-    """List the retraining methods usable in --methods and scenarios."""
+@friendly
+def methods(
+    name: Annotated[str | None, typer.Argument(metavar="METHOD",
+                                               help="Show this method's settings and their defaults.")] = None,
+):
+    """List the retraining methods usable in --methods and scenarios, or one method's settings."""
     from sml_sim.retrainers import METHODS
 
+    if name is None:
+        table = Table(box=None, pad_edge=False)
+        table.add_column("method", style="bold")
+        table.add_column("what it does")
+        for method, (_, _, desc) in METHODS.items():
+            table.add_row(method, escape(desc))
+        out.print(table)
+        out.print("`sml-sim methods METHOD` lists a method's settings (a scenario's [methods.METHOD] keys).")
+        return
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    cls, preset, desc = METHODS[name]
+    out.print(f"[bold]{name}[/]: {escape(desc)}")
+    if not cls.defaults:
+        out.print("no settings")
+        return
     table = Table(box=None, pad_edge=False)
-    table.add_column("method", style="bold")
-    table.add_column("what it does")
-    for name, (_, _, desc) in METHODS.items():
-        table.add_row(name, escape(desc))
+    table.add_column("setting", style="bold")
+    table.add_column("default", justify="right")
+    table.add_column("allowed")
+    for key, default in cls.defaults.items():
+        value = preset.get(key, default)
+        shown = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+        allowed = ", ".join(cls.choices[key]) if key in cls.choices else (
+            "true, false" if isinstance(default, bool) else "text" if isinstance(default, str)
+            else "whole number" if isinstance(default, int) else "number")
+        table.add_row(key, escape(shown + (" (this variant)" if key in preset else "")), escape(allowed))
     out.print(table)
 
 

@@ -21,6 +21,7 @@ edit it::
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from pathlib import Path
 from sml_sim.data.base import DataError
 from sml_sim.data.protocols import PROTOCOLS, DatasetSpec
 
+# [dataset.csv] keys (the csv reader's options; the command line's --user-col etc.), with their types.
+CSV_KEYS = {"user_col": "", "item_col": "", "time_col": "", "time_format": "", "delimiter": "", "header": True}
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 DEFAULT_METHODS = ["full", "fine", "spmf", "pop", "random"]
 
@@ -73,38 +76,115 @@ def scenario_path(name_or_path: str) -> Path | None:
     return bundled if bundled.exists() else None
 
 
+# What a scenario file may hold: its sections, and the keys and value types of the plain ones.
+SECTIONS = ("scenario", "dataset", "run", "pretrain", "methods")
+_SCENARIO_KEYS = {"name": "", "description": ""}
+_RUN_KEYS = {"methods": [], "seed": 0, "device": "auto"}
+_DATASET_TYPES = {"protocol": "", "data": "", "scale": 0.0, "seed": 0, "periods": 0, "period_length": "",
+                  "min_user_interactions": 0, "min_item_interactions": 0, "split": "", "retrain_start": 0}
+
+
+def _table(doc: dict, path: Path, name: str) -> dict:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: [{name}] must be a section (a table), not {value!r}")
+    return value
+
+
+def _unknown(path: Path, where: str, keys, allowed) -> None:
+    unknown = sorted(set(keys) - set(allowed))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(allowed), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"{path}: unknown {where} key(s) {', '.join(unknown)}{hint}; allowed: {', '.join(allowed)}")
+
+
+def _check_types(path: Path, where: str, values: dict, types: dict) -> None:
+    from sml_sim.retrainers import check_value
+
+    for key, value in values.items():
+        kind = types[key]
+        if isinstance(kind, list):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise DataError(f"{path}: {where} {key} must be a list of names, e.g. [\"sml\", \"full\"], "
+                                f"not {value!r}")
+            continue
+        if key.endswith("_col") and isinstance(value, int) and not isinstance(value, bool):
+            continue  # a 0-based column index
+        try:
+            if isinstance(kind, str | bool):
+                check_value(f"{where} {key}", value, kind)
+            elif isinstance(kind, float):  # a number (check_value's ranges are for method settings)
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"{where} {key} must be a number, not {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{where} {key} must be a whole number, not {value!r}")
+        except ValueError as exc:
+            raise DataError(f"{path}: {exc}") from None
+
+
 def load_scenario(path: Path) -> RunConfig:
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"{path}: not valid TOML ({exc})") from exc
-    ds = dict(doc.get("dataset", {}))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from exc
+    _unknown(path, "top-level section", doc, SECTIONS)
+    scenario, run = _table(doc, path, "scenario"), _table(doc, path, "run")
+    _unknown(path, "[scenario]", scenario, _SCENARIO_KEYS)
+    _check_types(path, "[scenario]", scenario, _SCENARIO_KEYS)
+    _unknown(path, "[run]", run, _RUN_KEYS)
+    _check_types(path, "[run]", run, _RUN_KEYS)
+    ds = dict(_table(doc, path, "dataset"))
     protocol = ds.pop("protocol", None)
     if protocol not in PROTOCOLS:
         raise DataError(f"{path}: [dataset] protocol must be one of {', '.join(PROTOCOLS)}")
     csv = ds.pop("csv", {})
-    unknown = set(ds) - set(DatasetSpec.__dataclass_fields__)
-    if unknown:
-        raise DataError(f"{path}: unknown [dataset] keys {', '.join(sorted(unknown))}")
+    _unknown(path, "[dataset]", ds, [k for k in DatasetSpec.__dataclass_fields__ if k not in ("protocol", "csv")])
+    _check_types(path, "[dataset]", ds, _DATASET_TYPES)
+    if not isinstance(csv, dict):
+        raise DataError(f"{path}: [dataset.csv] must be a section (a table), not {csv!r}")
+    _unknown(path, "[dataset.csv]", csv, CSV_KEYS)
+    _check_types(path, "[dataset.csv]", csv, CSV_KEYS)
+    csv = {k: str(v) if k.endswith("_col") else v for k, v in csv.items()}
+    pretrain = _table(doc, path, "pretrain")
+    from sml_sim.retrainers.mf_methods import PRETRAIN_DEFAULTS
+
+    _unknown(path, "[pretrain]", pretrain, PRETRAIN_DEFAULTS)
+    from sml_sim.retrainers import check_value
+
+    for key, value in pretrain.items():
+        try:
+            check_value(f"[pretrain] {key}", value, PRETRAIN_DEFAULTS[key])
+        except ValueError as exc:
+            raise DataError(f"{path}: {exc}") from None
+    methods = _table(doc, path, "methods")
+    for name, section in methods.items():
+        if not isinstance(section, dict):
+            raise DataError(f"{path}: [methods.{name}] must be a section (a table), not {section!r}")
     if ds.get("data"):  # relative data paths are relative to the scenario file
         d = Path(ds["data"]).expanduser()
         ds["data"] = str(d if d.is_absolute() else (path.parent / d).resolve())
-    run = doc.get("run", {})
     cfg = RunConfig(
-        scenario=doc.get("scenario", {}).get("name", path.stem),
+        scenario=scenario.get("name", path.stem),
         dataset=DatasetSpec(protocol=protocol, csv=csv, **ds),
         methods=list(run.get("methods", DEFAULT_METHODS)),
-        method_params={k: dict(v) for k, v in doc.get("methods", {}).items()},
-        pretrain=dict(doc.get("pretrain", {})),
+        method_params={k: dict(v) for k, v in methods.items()},
+        pretrain=dict(pretrain),
         seed=int(run.get("seed", 0)),
         device=str(run.get("device", "auto")),
     )
-    validate_methods(cfg)
+    try:
+        validate_methods(cfg)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
     return cfg
 
 
 def validate_methods(cfg: RunConfig) -> None:
-    from sml_sim.retrainers import METHODS
+    """The methods to run exist, once each, and every [methods.*] section's settings fit its method."""
+    from sml_sim.retrainers import METHODS, check_params, scenario_params
 
     if not cfg.methods:
         raise DataError("no methods to run")
@@ -112,8 +192,22 @@ def validate_methods(cfg: RunConfig) -> None:
     for m in cfg.methods:
         kind = cfg.method_params.get(m, {}).get("kind", m)
         if kind not in METHODS:
-            raise DataError(f"unknown method {m!r}; known: {', '.join(METHODS)} (or a scenario [methods.NAME] "
-                            "section with a kind)")
+            close = difflib.get_close_matches(m, list(METHODS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DataError(f"unknown method {m!r}{hint}; known: {', '.join(METHODS)} (or a scenario "
+                            "[methods.NAME] section with a kind)")
         if m in seen:
             raise DataError(f"method {m!r} is listed twice")
         seen.add(m)
+    try:
+        for name, section in cfg.method_params.items():
+            if section.get("kind", name) not in METHODS:  # a typo in a section name hides its settings
+                close = difflib.get_close_matches(name, list(METHODS), n=1)
+                hint = f"did you mean [methods.{close[0]}]? " if close else ""
+                raise DataError(f"[methods.{name}] names no method: {hint}a section for a new name needs a "
+                                f"kind, e.g. kind = \"full\"")
+            check_params(name, section)
+        for m in cfg.methods:  # a variant's inherited settings, with its preset
+            check_params(m, scenario_params(m, cfg.method_params), where=f"method {m}")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None

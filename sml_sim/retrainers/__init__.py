@@ -3,6 +3,9 @@ name whose scenario section sets ``kind`` to one of them (e.g. ``[methods.full-5
 
 from __future__ import annotations
 
+import difflib
+import math
+
 from sml_sim.retrainers.base import Retrainer
 from sml_sim.retrainers.mf_methods import SPMF, FineTune, FullRetrain, MostPopular, RandomScores
 
@@ -39,6 +42,60 @@ def scenario_params(name: str, method_params: dict[str, dict]) -> dict:
         return own
     inherited = {k: v for k, v in method_params.get(base, {}).items() if k != "kind"}
     return {**inherited, **METHODS[name][1], **own}
+
+
+# Numeric settings that may be 0 (no regularisation, no dropout, a step skipped, a bound off);
+# every other numeric setting with a positive default must be positive.
+_MAY_BE_ZERO = ("l1", "l2", "dropout", "epochs", "pretrain_epochs", "epochs_w_hat", "epochs_theta",
+                "serve_w_hat_epochs", "max_row_norm")
+_BELOW_ONE = ("dropout", "alpha")  # fractions
+
+
+def check_value(label: str, value, default, choices: tuple[str, ...] | None = None) -> None:
+    """Refuse a setting whose type or range does not fit its default's (ValueError, one line).
+
+    ``label`` is "where: key", e.g. "[methods.full] epochs"."""
+    key = label.rsplit(" ", 1)[-1]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{label} must be true or false, not {value!r}")
+        return
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"{label} must be text, not {value!r}")
+        if choices and value not in choices:
+            raise ValueError(f"{label} must be one of {', '.join(choices)}, not {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{label} must be a number, not {value!r}")
+    if isinstance(default, int) and value != int(value):
+        raise ValueError(f"{label} must be a whole number, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{label} must be a finite number >= 0, not {value!r}")
+    if value == 0 and default > 0 and key not in _MAY_BE_ZERO:
+        raise ValueError(f"{label} must be positive, not {value!r}")
+    if key in _BELOW_ONE and value >= 1:
+        raise ValueError(f"{label} must be below 1, not {value!r}")
+
+
+def check_params(name: str, params: dict, where: str | None = None) -> None:
+    """Refuse settings that method ``name`` does not take, or values it cannot use, before anything runs.
+
+    A typo in a scenario (``epoch = 10``) would otherwise be ignored silently and the run would use the
+    default. ``where`` names the place in messages (default ``[methods.NAME]``)."""
+    params = dict(params)
+    kind = params.pop("kind", name)
+    where = where or f"[methods.{name}]"
+    if kind not in METHODS:
+        raise ValueError(f"{where}: unknown method {kind!r}; known: {', '.join(METHODS)}")
+    cls = METHODS[kind][0]
+    for key, value in params.items():
+        if key not in cls.defaults:
+            close = difflib.get_close_matches(key, list(cls.defaults), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            takes = ", ".join(cls.defaults) if cls.defaults else "no settings"
+            raise ValueError(f"{where}: unknown setting {key!r}{hint}; {kind} takes {takes}")
+        check_value(f"{where} {key}", value, cls.defaults[key], cls.choices.get(key))
 
 
 def make_retrainer(name: str, params: dict | None = None) -> Retrainer:

@@ -80,6 +80,10 @@ class Retrainer(ABC):
     kind: str = ""
     needs_initial_mf: bool = False  # MF methods start from the shared pre-trained MF
     uses_next_period: bool = False  # may train on D_{t+1} during training periods (SML)
+    # The settings a method takes, with their defaults (their types are the settings' types), and
+    # the allowed values of its text settings; ``check_params`` checks a scenario against both.
+    defaults: dict = {}
+    choices: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, name: str, params: dict | None = None):
         self.name = name

@@ -25,16 +25,19 @@ def mf_user_scores(P: torch.Tensor, Q: torch.Tensor, users: torch.Tensor, n_item
     return torch.mm(P.index_select(0, users), Q[:n_items].T, out=out)
 
 
+# A scenario's [pretrain] settings, with their defaults.
+PRETRAIN_DEFAULTS = {"dim": 64, "init_std": 0.1, "epochs": 20, "batch_size": 1024, "lr": 0.01, "l2": 1e-7}
+
+
 def pretrain_mf(ctx: ReplayContext, params: dict) -> MF:
     """The initial MF W_{start-1}: trained on periods 0..retrain_start-1, shared by all MF methods."""
     ds = ctx.dataset
-    model = MF(ds.n_users, ds.n_items, int(params.get("dim", 64)), float(params.get("init_std", 0.1)),
-               seed=ctx.seed).to(ctx.device)
+    p = {**PRETRAIN_DEFAULTS, **params}
+    model = MF(ds.n_users, ds.n_items, int(p["dim"]), float(p["init_std"]), seed=ctx.seed).to(ctx.device)
     last = ds.split.retrain_start - 1
     users, items = ctx.tensors(ds.upto(last))
     train_mf(model, users, items, n_items_seen=ctx.n_items_seen(last),
-             epochs=int(params.get("epochs", 20)), batch_size=int(params.get("batch_size", 1024)),
-             lr=float(params.get("lr", 0.01)), l2=float(params.get("l2", 1e-7)),
+             epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]), l2=float(p["l2"]),
              generator=ctx.generator("pretrain"),
              on_batch=lambda f: (ctx.check(), ctx.progress and ctx.progress("pretrain", f)))
     return model

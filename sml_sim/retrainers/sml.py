@@ -121,6 +121,12 @@ class SML(Retrainer):
         "max_row_norm": 0.0,        # > 0: rows of W_t longer than this are scaled down to it (0: off, as the paper)
     }
 
+    choices = {
+        "transfer": ("cnn", "weighted-sum", "mlp"), "theta_init": ("pytorch", "he"),
+        "theta_on": ("next", "current"), "idle_rows": ("transfer", "keep"),
+        "theta_negatives": ("period", "seen"),
+    }
+
     def hp(self, key: str):
         default = self.defaults[key]
         value = self.params.get(key, default)

@@ -1,0 +1,78 @@
+"""Scenario files are checked whole before anything runs: a typo must not be ignored silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sml_sim.config import SCENARIO_DIR, load_scenario
+from sml_sim.data.base import DataError
+
+DEMO = (SCENARIO_DIR / "demo.toml").read_text()
+
+
+def edited(tmp_path: Path, old: str, new: str) -> Path:
+    assert old in DEMO, old
+    path = tmp_path / "edited.toml"
+    path.write_text(DEMO.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("[methods.full]\nepochs = 10", "[methods.full]\nepoch = 10", "unknown setting 'epoch' (did you mean 'epochs'?)"),
+    ("[methods.full]", "[methods.fulll]", "[methods.fulll] names no method: did you mean [methods.full]?"),
+    ("[run]", "[runn]", "unknown top-level section key(s) runn (did you mean 'run'?)"),
+    ("[pretrain]      #", "[pretrain]\nlearning_rate = 0.1\n#", "unknown [pretrain] key(s) learning_rate"),
+    ("lr = 0.01\n", "lr = -0.01\n", "[pretrain] lr must be a finite number >= 0"),
+    ("fc_size = 64\n", "fc_size = 64.5\n", "fc_size must be a whole number"),
+    ("fc_size = 64\n", "fc_size = 0\n", "fc_size must be positive"),
+    ('theta_init = "he"', 'theta_init = "hee"', "theta_init must be one of pytorch, he, not 'hee'"),
+    ("lr_theta = 0.001", 'lr_theta = "fast"', "lr_theta must be a number, not 'fast'"),
+    ("seed = 0\n\n[run]", 'seed = 0\nperiods = "ten"\n\n[run]', "[dataset] periods must be a whole number"),
+    ("seed = 0\n\n[run]", 'seed = 0\n[dataset.csv]\nuser_column = "u"\n\n[run]',
+     "unknown [dataset.csv] key(s) user_column (did you mean 'user_col'?)"),
+    ('methods = ["sml", "full", "fine", "spmf", "pop", "random"]', 'methods = "pop"',
+     "[run] methods must be a list of names"),
+    ("[methods.sml]  ", "[methods.sml]\nuse_fc = 1\n", "use_fc must be true or false"),
+])
+def test_a_scenario_typo_or_bad_value_is_refused_with_the_place_and_a_hint(tmp_path, old, new, message):
+    with pytest.raises(DataError) as exc:
+        load_scenario(edited(tmp_path, old, new))
+    assert message in str(exc.value)
+    assert str(exc.value).startswith(str(tmp_path))  # names the file
+
+
+def test_a_variant_is_checked_with_the_settings_it_inherits(tmp_path):
+    # sml-s takes [methods.sml]'s settings: a bad one there is reported for the variant too
+    path = edited(tmp_path, 'methods = ["sml",', 'methods = ["sml-s",')
+    load_scenario(path)  # fine as shipped
+    with pytest.raises(DataError, match="batch_w_hat must be positive"):
+        load_scenario(edited(tmp_path, "batch_w_hat = 64", "batch_w_hat = 0"))
+
+
+def test_bundled_scenarios_pass_their_own_checks():
+    for path in sorted(SCENARIO_DIR.glob("*.toml")):
+        load_scenario(path)
+
+
+def test_a_bad_scenario_leaves_the_store_untouched(cli, tmp_path):
+    db = tmp_path / "s.db"
+    r = cli("run", "demo", "--db", db, "--methods", "pop", "--periods", "12")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    before = db.read_bytes()
+    bad = edited(tmp_path, "[methods.full]\nepochs = 10", "[methods.full]\nepochs = -1")
+    r = cli("run", bad, "--db", db)
+    assert r.exit_code == 2
+    assert "[methods.full] epochs must be a finite number >= 0" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert db.read_bytes() == before
+
+
+def test_methods_command_lists_a_methods_settings(cli):
+    r = cli("methods", "sml-s")
+    assert r.exit_code == 0
+    assert "theta_init" in r.stdout and "pytorch, he" in r.stdout
+    assert "true (this variant)" in r.stdout  # freeze_theta_serving, the ablation's preset
+    r = cli("methods", "nope")
+    assert r.exit_code == 2 and "unknown method 'nope'" in r.stderr
