@@ -45,7 +45,20 @@ def _bad_inputs(tmp_path):
     sparse.write_text("".join(json.dumps({"user_id": f"u{k}", "business_id": f"b{k}",
                                           "date": f"2019-01-0{1 + k % 9} 10:00:00"}) + "\n" for k in range(30)))
     ok = _movielens_file(tmp_path / "ok.data", n=60)
+    ms = tmp_path / "ms.csv"
+    ms.write_text("user,item,time\n" + "".join(f"u{k % 3},i{k % 4},{1_700_000_000_000 + 1000 * k}\n"
+                                                 for k in range(12)))
+    tsv = tmp_path / "u.tsv"
+    tsv.write_text("".join(f"{196 + k % 3}\t{242 + k % 4}\t3\t{881250949 + k}\n" for k in range(12)))
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("user,item,time\n" + "".join(f"u{k % 3},i{k % 4},{1_700_000_000 + k}\n" for k in range(20)))
     return [
+        ("csv millisecond times read as seconds", ["ingest", "csv", "--data", ms, "--periods", "4"],
+         "--time-format unix-ms"),
+        ("csv tab-separated read with commas", ["ingest", "csv", "--data", tsv], "--delimiter tab"),
+        ("csv same column for two roles", ["ingest", "csv", "--data", tiny, "--user-col", "item", "--item-col",
+                                           "item", "--periods", "4"], "both the user and the item column"),
+        ("csv fewer rows than the default periods", ["ingest", "csv", "--data", tiny], "--periods N"),
         ("missing file", ["ingest", "movielens", "--data", tmp_path / "nope.data"], "no MovieLens ratings file"),
         ("missing folder", ["ingest", "adressa", "--data", tmp_path / "nope_dir"], "no Adressa folder"),
         ("folder with no day files", ["ingest", "adressa", "--data", empty_dir], "no Adressa day files"),
@@ -196,6 +209,92 @@ def test_csv_missing_column_message_names_it(tmp_path):
     path.write_text("user,item,when\na,b,1\n")
     with pytest.raises(DataError, match="no time column 'time'"):
         load_dataset(DatasetSpec(protocol="csv", data=str(path)))
+
+
+def _csv(path, rows, header="user,item,time", **kw):
+    path.write_text((header + "\n" if header else "") + "".join(rows), **kw)
+    return path
+
+
+def test_csv_millisecond_times_refused_with_hint(tmp_path):
+    path = _csv(tmp_path / "ms.csv", [f"u{k % 3},i{k % 4},{1_700_000_000_000 + 1000 * k}\n" for k in range(12)])
+    with pytest.raises(DataError) as exc:
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert str(path) in msg and "'time'" in msg and "1700000000000" in msg
+    assert "try --time-format unix-ms" in msg
+    ok = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_format": "unix-ms"}))
+    assert len(ok.users) == 12
+
+
+def test_csv_times_outside_1900_2200_refused(tmp_path):
+    path = _csv(tmp_path / "far.csv", [f"u{k % 3},i{k % 4},2021-01-{1 + k:02d}T10:00:00\n" for k in range(11)]
+                + ["u1,i1,2999-01-01T00:00:00\n"])
+    with pytest.raises(DataError, match=r"far\.csv.*'time'.*1900.*2200"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_format": "iso"}))
+    path = _csv(tmp_path / "big.csv", [f"u{k % 3},i{k % 4},{10 ** 20 + k}\n" for k in range(12)])
+    with pytest.raises(DataError, match="1900"):  # too big even for int64: refused, not a crash
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+
+
+def test_movielens_and_yelp_impossible_times_refused(tmp_path):
+    ml = tmp_path / "u.data"
+    ml.write_text("".join(f"{k % 7}\t{k % 11}\t3\t{881250949000 + k}\n" for k in range(12)))
+    with pytest.raises(DataError, match="u.data.*milliseconds"):
+        load_dataset(DatasetSpec(protocol="movielens", data=str(ml), periods=4))
+    lines = _yelp_lines(12) + [json.dumps({"user_id": "u1", "business_id": "b1", "date": "1850-01-01 00:00:00"})]
+    yelp = tmp_path / "review.json"
+    yelp.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="review.json.*1850"):
+        load_dataset(DatasetSpec(protocol="yelp", data=str(yelp), min_user_interactions=1,
+                                 min_item_interactions=1, periods=4))
+
+
+def test_csv_utf8_bom_header_is_read(tmp_path):
+    path = _csv(tmp_path / "excel.csv", [f"u{k % 3},i{k % 4},{1_700_000_000 + k}\n" for k in range(12)],
+                encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbfuser")
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+    assert len(ds.users) == 12 and ds.skipped_lines == 0
+
+
+@pytest.mark.parametrize("sep, hint", [("\t", "try --delimiter tab"), (";", "try --delimiter ';'")])
+def test_csv_wrong_delimiter_hint(tmp_path, sep, hint):
+    path = _csv(tmp_path / "x.csv", [f"u{k % 3}{sep}i{k % 4}{sep}{1_700_000_000 + k}\n" for k in range(12)],
+                header=sep.join(["user", "item", "time"]))
+    with pytest.raises(DataError) as exc:
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+    assert hint in str(exc.value) and "\t" not in str(exc.value)
+
+
+def test_csv_headerless_file_hint(tmp_path):
+    path = _csv(tmp_path / "x.csv", [f"{k % 3},{k % 4},{1_700_000_000 + k}\n" for k in range(12)], header=None)
+    with pytest.raises(DataError, match="no header line\\? try --no-header"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+    tsv = _csv(tmp_path / "u.tsv", [f"{k % 3}\t{k % 4}\t3\t{1_700_000_000 + k}\n" for k in range(12)], header=None)
+    with pytest.raises(DataError, match="--delimiter tab.*--no-header"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(tsv), periods=4))
+
+
+def test_csv_same_column_for_two_roles_refused(tmp_path):
+    path = _csv(tmp_path / "x.csv", [f"u{k % 3},i{k % 4},{1_700_000_000 + k}\n" for k in range(12)])
+    with pytest.raises(DataError, match="'item' is both the user and the item column"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4,
+                                 csv={"user_col": "item", "item_col": "item"}))
+    with pytest.raises(DataError, match="is both the item and the time column"):  # by name and by index
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_col": "1"}))
+
+
+def test_too_few_rows_for_default_periods_names_file_and_flag(tmp_path):
+    path = _csv(tmp_path / "tiny.csv", [f"u{k % 3},i{k % 4},{1_700_000_000 + k}\n" for k in range(20)])
+    with pytest.raises(DataError) as exc:
+        load_dataset(DatasetSpec(protocol="csv", data=str(path)))
+    msg = str(exc.value)
+    assert str(path) in msg and "20 interactions" in msg and "40 periods" in msg
+    assert "default" in msg and "--periods N" in msg
+    with pytest.raises(DataError, match="fewer than the 30 periods asked for with --periods 30"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=30))
 
 
 # ------------------------------------------------------------------ bad --db

@@ -136,8 +136,13 @@ def adressa_cut(times: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
     return periods, bounds
 
 
-def equal_count_cut(n_periods: int):
+def equal_count_cut(n_periods: int, too_few=None):
+    """``n_periods`` equal-count periods. ``too_few(n)``, when given, is the error message for a stream
+    of only ``n < n_periods`` interactions (so it can name the file and the flag to change)."""
+
     def cut(times: np.ndarray):
+        if too_few is not None and len(times) < n_periods:
+            raise DataError(too_few(len(times)))
         return equal_count_periods(len(times), n_periods), None
 
     return cut
@@ -222,6 +227,12 @@ def check_spec(spec: DatasetSpec) -> None:
         return
     if spec.protocol != "csv" and spec.csv:
         raise DataError(f"the csv column options apply to the csv dataset, not {spec.protocol}")
+    roles = [(spec.csv.get(f"{role}_col", role), role) for role in ("user", "item", "time")]
+    for k, (col, role) in enumerate(roles):
+        for other_col, other in roles[k + 1:]:
+            if col == other_col:  # the same name given twice; a name and its index are caught on reading
+                raise DataError(f"column {col!r} is both the {role} and the {other} column; give --{role}-col "
+                                f"and --{other}-col different columns")
     if spec.scale is not None and spec.protocol in ("movielens", "csv"):
         raise DataError(f"--scale sizes the synthetic streams; {spec.protocol} is read as it is")
     if spec.protocol == "csv" and spec.data is None:
@@ -249,7 +260,19 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
     elif cut_kind == "oslo" and spec.periods is None:
         cut = adressa_cut
     else:
-        cut = equal_count_cut(spec.periods if spec.periods is not None else sum(protocol.reference_split))
+        n_periods = spec.periods if spec.periods is not None else sum(protocol.reference_split)
+        left = " left after filtering" if max(min_user, min_item) > 1 else ""
+
+        def too_few(n: int) -> str:
+            if spec.periods is not None:
+                why = f"asked for with --periods {n_periods}"
+            else:
+                why = f"that {spec.protocol} is cut into by default"
+            fix = (f"pass --periods N with N from 4 to {n}" if n >= 4 else
+                   "too few for the 4 periods a train/validation/test split needs")
+            return f"{source}: {n} interactions{left} are fewer than the {n_periods} periods {why}; {fix}"
+
+        cut = equal_count_cut(n_periods, too_few)
 
     def split_for(n_periods: int) -> Split:
         if spec.split:

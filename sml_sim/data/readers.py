@@ -3,12 +3,19 @@
 Readers hold only three int64 columns and the id dictionaries in memory, never the records
 themselves, so a multi-GB Yelp review file is read in bounded memory. Malformed lines (bad JSON, a
 missing field, an unparsable time, a truncated last line) are skipped and counted.
+
+Times are checked at read time: one that decodes to a date outside 1900-01-01 .. 2200-01-01 UTC
+(:data:`TIME_MIN` .. :data:`TIME_MAX`) is not a plausible interaction time but a wrong unit (unix
+milliseconds read as seconds give the year 55000) or a garbled value, and the whole file is refused
+with a :class:`DataError` that says which unit the values look like, rather than stored and left to
+crash a later command.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from array import array
@@ -22,6 +29,10 @@ from sml_sim.data.base import DataError, RawStream
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 _PROGRESS_EVERY = 1 << 16
+
+TIME_MIN = int(datetime(1900, 1, 1, tzinfo=UTC).timestamp())  # the plausible window, unix seconds
+TIME_MAX = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())  # (exclusive)
+_SECONDS_PER_YEAR = 365.2425 * 86400
 
 
 class _Interner:
@@ -56,6 +67,45 @@ def _columns(users: array, items: array, times: array, skipped: int, notes: list
     )
 
 
+class _OutOfWindow:
+    """Counts the times outside [TIME_MIN, TIME_MAX) a reader met and keeps the first one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: tuple[int, int, str] | None = None  # (seconds, line number, raw text)
+
+    def add(self, ts: int, line: int, raw) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = (ts, line, str(raw))
+
+    def check(self, path: Path, what: str, *, unix_format: str | None = None, fix: str = "") -> None:
+        """Raise a one-line DataError when any time was out of the window.
+
+        ``unix_format`` is the unit the values were read in (``"unix"`` or ``"unix-ms"``) when they
+        are numbers, so the message can say which unit they look like; ``fix`` is how to read them
+        in that unit (by default, ``--time-format``).
+        """
+        if not self.count:
+            return
+        ts, line, raw = self.first
+        year = 1970 + ts / _SECONDS_PER_YEAR
+        msg = (f"{path}: {self.count} {what} lie outside the years 1900-2200 (line {line}: {raw[:40]!r}, "
+               f"about the year {math.floor(year)})")
+        if unix_format is not None:
+            seconds = ts * (1000 if unix_format == "unix-ms" else 1)
+            for unit, factor, fmt in (("milliseconds", 1000, "unix-ms"), ("microseconds", 10 ** 6, None),
+                                      ("nanoseconds", 10 ** 9, None)):
+                if TIME_MIN <= seconds / factor < TIME_MAX and fmt != unix_format:
+                    if fmt is not None:
+                        how = fix or f"try --time-format {fmt}"
+                        msg += f"; the values look like unix {unit}: {how}"
+                    else:
+                        msg += f"; the values look like unix {unit}: convert them to seconds or milliseconds"
+                    break
+        raise DataError(msg)
+
+
 def _utc_seconds(text: str) -> int:
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
@@ -70,6 +120,7 @@ def read_yelp(path: Path, progress: Progress | None = None) -> RawStream:
     users, items, times = array("q"), array("q"), array("q")
     user_id, item_id = _Interner(), _Interner()
     skipped = 0
+    bad_times = _OutOfWindow()
     with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -83,6 +134,9 @@ def read_yelp(path: Path, progress: Progress | None = None) -> RawStream:
             except (ValueError, KeyError, TypeError):
                 skipped += 1
                 continue
+            if not TIME_MIN <= ts < TIME_MAX:
+                bad_times.add(ts, n, rec["date"])
+                continue
             users.append(user_id(u))
             items.append(item_id(i))
             times.append(ts)
@@ -90,6 +144,7 @@ def read_yelp(path: Path, progress: Progress | None = None) -> RawStream:
                 progress(f.tell(), total)
     if progress is not None:
         progress(total, total)
+    bad_times.check(path, "review date(s)")
     notes = [f"skipped {skipped} malformed or truncated line(s)"] if skipped else []
     return _columns(users, items, times, skipped, notes)
 
@@ -118,6 +173,7 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
     skipped = not_article = no_reading = 0
     done = 0
     for path in files:
+        bad_times = _OutOfWindow()
         with open(path, "rb") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
@@ -125,7 +181,7 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
                 try:
                     rec = json.loads(line)
                     u, ts = rec["userId"], int(rec["time"])
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, OverflowError):
                     skipped += 1
                     continue
                 article = rec.get("id")
@@ -139,11 +195,16 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
                 if active <= 0:
                     no_reading += 1
                     continue
+                if not TIME_MIN <= ts < TIME_MAX:
+                    bad_times.add(ts, n, rec["time"])
+                    continue
                 users.append(user_id(str(u)))
                 items.append(item_id(str(article)))
                 times.append(ts)
                 if progress is not None and n % _PROGRESS_EVERY == 0:
                     progress(done + f.tell(), total)
+        bad_times.check(path, "event time(s)", unix_format="unix",
+                        fix="Adressa times are unix seconds; convert the file")
         done += path.stat().st_size
     if progress is not None:
         progress(total, total)
@@ -162,16 +223,18 @@ def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
     users, items, times = array("q"), array("q"), array("q")
     user_id, item_id = _Interner(), _Interner()
     skipped = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
+    bad_times = _OutOfWindow()
+    # utf-8-sig: a ratings.csv saved by Excel starts with a byte-order mark before "userId".
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         first = f.readline()
         if first.lower().startswith("userid"):
-            sep = ","
+            sep, line0 = ",", 2
             if "timestamp" not in first.lower():
                 raise DataError(f"{path}: header {first.strip()!r} has no timestamp column")
         else:
-            sep = "\t" if "\t" in first else ("::" if "::" in first else ",")
+            sep, line0 = "\t" if "\t" in first else ("::" if "::" in first else ","), 1
             f.seek(0)
-        for n, line in enumerate(f, 1):
+        for n, line in enumerate(f, line0):
             parts = line.strip().split(sep)
             if parts == [""]:
                 continue
@@ -180,14 +243,20 @@ def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
                 u, i = parts[0], parts[1]
                 if not u or not i:
                     raise ValueError
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, OverflowError):
                 skipped += 1
+                continue
+            if not TIME_MIN <= ts < TIME_MAX:
+                bad_times.add(ts, n, parts[3])
                 continue
             users.append(user_id(u))
             items.append(item_id(i))
             times.append(ts)
             if progress is not None and n % _PROGRESS_EVERY == 0:
                 progress(f.buffer.tell() if hasattr(f, "buffer") else 0, total)
+    bad_times.check(path, "timestamp(s)", unix_format="unix",
+                    fix="MovieLens times are unix seconds; read the file as the csv dataset with "
+                        "--time-format unix-ms")
     notes = [f"skipped {skipped} malformed line(s)"] if skipped else []
     return _columns(users, items, times, skipped, notes)
 
@@ -221,12 +290,50 @@ def time_parser(time_format: str) -> Callable[[str], int]:
     return parse
 
 
+_DELIMITER_NAMES = {"\t": "tab", ",": ",", ";": "';'", "|": "'|'"}
+
+
+def _shown(text: str) -> str:
+    """A header field as the error message shows it (a tab written as \\t, so the line stays one line)."""
+    return text.replace("\t", "\\t").replace("\r", "\\r")
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _layout_hint(first: list[str], delimiter: str, header: bool) -> str:
+    """A guess at why the columns were not found: a wrong --delimiter, or a file without a header.
+
+    ``first`` is the first line as split with ``delimiter``.
+    """
+    hints = []
+    fields = first
+    if len(first) == 1:
+        for sep, name in _DELIMITER_NAMES.items():
+            if sep != delimiter and sep in first[0]:
+                hints.append(f"is it {'tab' if sep == chr(9) else repr(sep)}-separated? try --delimiter {name}")
+                fields = first[0].split(sep)
+                break
+    if header and fields and all(_looks_numeric(f.strip()) for f in fields):
+        hints.append("the first line looks like data: no header line? try --no-header with 0-based column "
+                     "indices, e.g. --user-col 0 --item-col 1 --time-col 2")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
 def _column_index(header: list[str] | None, spec: str, what: str, path: Path) -> int:
     if header is not None and spec in header:
         return header.index(spec)
     if spec.isdigit():
         return int(spec)
-    names = ", ".join(header or [])
+    if header is None:
+        raise DataError(f"{path}: no {what} column {spec!r}: with --no-header, name the columns by 0-based "
+                        f"index (--{what}-col 0, 1, ...)")
+    names = ", ".join(_shown(n) for n in header)
     raise DataError(f"{path}: no {what} column {spec!r} (columns: {names or 'none'})")
 
 
@@ -241,47 +348,78 @@ def read_csv(
     header: bool = True,
     progress: Progress | None = None,
 ) -> RawStream:
-    """Any delimited file; columns are named by header name or 0-based index."""
+    """Any delimited file; columns are named by header name or 0-based index.
+
+    Read as ``utf-8-sig``, so the byte-order mark Excel writes ("CSV UTF-8") is not part of the first
+    column's name. A time outside 1900-2200 refuses the file (see the module docstring).
+    """
     path = _require_file(path, "CSV file")
     parse_time = time_parser(time_format)
     users, items, times = array("q"), array("q"), array("q")
     user_id, item_id = _Interner(), _Interner()
     skipped = 0
+    bad_times = _OutOfWindow()
     delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
     total = path.stat().st_size
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f, delimiter=delimiter)
         names = next(reader, None) if header else None
         if header and names is None:
             raise DataError(f"{path} is empty")
         names = [n.strip() for n in names] if names else None
-        cols = [_column_index(names, c, w, path) for c, w in
-                ((user_col, "user"), (item_col, "item"), (time_col, "time"))]
+        specs = ((user_col, "user"), (item_col, "item"), (time_col, "time"))
+        try:
+            cols = [_column_index(names, c, w, path) for c, w in specs]
+        except DataError as exc:
+            if names is None:
+                raise
+            raise DataError(f"{exc}{_layout_hint(names, delimiter, header)}") from None
+        for a in range(3):
+            for b in range(a + 1, 3):
+                if cols[a] == cols[b]:
+                    raise DataError(
+                        f"{path}: column {specs[b][0]!r} is both the {specs[a][1]} and the {specs[b][1]} column; "
+                        f"give --{specs[a][1]}-col and --{specs[b][1]}-col different columns"
+                    )
         width = max(cols) + 1
         if names is not None and width > len(names):
-            raise DataError(f"{path}: column index {width - 1} is beyond the {len(names)} columns")
-        for n, row in enumerate(reader, 1):
+            raise DataError(f"{path}: column index {width - 1} is beyond the {len(names)} columns"
+                            f"{_layout_hint(names, delimiter, header)}")
+        time_name = repr(names[cols[2]]) if names is not None else f"{cols[2]} (0-based)"
+        first_row: list[str] | None = None
+        line0 = 2 if header else 1  # file line of the first data row (for messages)
+        for n, row in enumerate(reader, line0):
             if not row:
                 continue
+            if first_row is None:
+                first_row = row
             try:
                 if len(row) < width:
                     raise ValueError
-                ts = parse_time(row[cols[2]].strip())
+                raw = row[cols[2]].strip()
+                ts = parse_time(raw)
                 u, i = row[cols[0]].strip(), row[cols[1]].strip()
                 if not u or not i:
                     raise ValueError
             except (ValueError, OverflowError, OSError):
                 skipped += 1
                 continue
+            if not TIME_MIN <= ts < TIME_MAX:
+                bad_times.add(ts, n, raw)
+                continue
             users.append(user_id(u))
             items.append(item_id(i))
             times.append(ts)
             if progress is not None and n % _PROGRESS_EVERY == 0:
                 progress(min(total, n * 32), total)
+    unix_format = time_format if time_format in ("unix", "unix-ms") else None
+    bad_times.check(path, f"time(s) in column {time_name} (read as --time-format {time_format})",
+                    unix_format=unix_format)
     if len(users) == 0 and skipped:
+        hint = _layout_hint(first_row, delimiter, False) if first_row is not None else ""
         raise DataError(
             f"{path}: none of the {skipped} rows could be read (check --time-format {time_format!r} "
-            "and the column names)"
+            f"and the column names){hint}"
         )
     notes = [f"skipped {skipped} row(s) with missing fields or unparsable times"] if skipped else []
     return _columns(users, items, times, skipped, notes)
