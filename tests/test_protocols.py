@@ -399,3 +399,22 @@ def test_csv_unix_ms_times(tmp_path):
     ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, split="2/1/1", retrain_start=1,
                                   csv={"time_format": "unix-ms"}))
     assert ds.times[0] == 1_600_000_000 and ds.times[-1] == 1_600_000_000 + (1500 * 19) // 1000
+
+
+def test_fixed_windows_with_empty_periods_are_refused_with_the_periods_named(tmp_path):
+    """Days with no data under --period-length 1d would give periods with nothing to train on or
+    score (their means read nan, SML could not fit them): refuse them before anything is stored."""
+    path = tmp_path / "gaps.csv"
+    rows = ["user,item,time"]
+    for day in range(30):
+        if day % 3 == 2:  # every third day empty
+            continue
+        rows += [f"{k % 7},{k % 11},{1_700_000_000 + day * 86400 + k * 60}" for k in range(20)]
+    path.write_text("\n".join(rows) + "\n")
+    spec = DatasetSpec("csv", data=str(path), period_length="1d", min_user_interactions=1,
+                       min_item_interactions=1)
+    with pytest.raises(DataError, match=r"periods have no interactions \(periods .*--period-length 1d"):
+        load_dataset(spec)
+    # two-day windows cover the gaps
+    spec.period_length = "2d"
+    assert load_dataset(spec).n_periods == 15

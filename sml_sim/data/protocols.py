@@ -294,6 +294,15 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
         raw, name=spec.protocol, source=source, is_synthetic=synthetic_, params=params,
         min_user=min_user, min_item=min_item, cut=cut, split_for=split_for,
     )
+    empty = [t for t in range(dataset.split.retrain_start, dataset.n_periods)
+             if dataset.offsets[t + 1] == dataset.offsets[t]]
+    if empty:  # nothing to retrain on or to score there: every method's figure for it would be empty
+        shown = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
+        fix = (f"the data has gaps longer than --period-length {spec.period_length}; use a longer one, or "
+               "--periods N for equal-count periods" if spec.period_length else
+               "the data has gaps; use --periods N for equal-count periods")
+        raise DataError(f"{source}: {len(empty)} of the {dataset.n_periods} periods have no interactions "
+                        f"(periods {shown}); {fix}")
     if dataset.n_periods != sum(protocol.reference_split) and not spec.split:
         s = dataset.split
         dataset.notes.append(
