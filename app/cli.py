@@ -33,15 +33,16 @@ app = typer.Typer(
 )
 class _Console(Console):
     def on_broken_pipe(self) -> None:
-        """`sml-sim run ... | head`: the reader left. Rich exits with status 1 here, which left the run
-        marked interrupted with no word said; the output goes nowhere and the run carries on to the
+        """`sml-sim run ... | head` (or `2>&1 | head`): the reader left. Rich exits with status 1 here,
+        which left the run marked failed; the output now goes nowhere and the run carries on to the
         end, its results stored."""
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stream = sys.stderr if self.stderr else sys.stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 # Piped output keeps long lines whole (no wrapping at 80 columns) so it stays greppable.
 out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+err = _Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
 class UserError(Exception):

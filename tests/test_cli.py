@@ -416,3 +416,17 @@ def test_summary_names_a_method_that_failed(cli, tiny_scenario):
         METHODS.pop("breaks", None)
     assert r.exit_code == 0, r.stderr + r.stdout
     assert "breaks failed at period 5: RuntimeError: broken on purpose" in r.stdout
+
+
+def test_a_run_whose_reader_leaves_carries_on_to_the_end(sml_sim, tiny_scenario, tmp_path):
+    """`sml-sim run ... 2>&1 | head -3`: progress goes to stderr; when the pipe closes the run must
+    still finish with its results stored, not end as 'failed' with SystemExit: 1."""
+    toml = tiny_scenario(methods=("fine", "pop"))
+    db = tmp_path / "pipe.db"
+    proc = sml_sim("run", toml, "--db", db, "--threads", "1", popen=True)
+    proc.stderr.readline()  # the first progress line, then the reader leaves
+    proc.stderr.close()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    r = sml_sim("runs", "--json", "--db", db)
+    assert json.loads(r.stdout)[0]["status"] == "finished"
