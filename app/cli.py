@@ -674,7 +674,9 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False):
 def export(
     run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The run to export (see `sml-sim runs`).")],
     out_path: Annotated[Path, typer.Option("--out", help="CSV file to write; - for standard output.")],
-    cases: Annotated[bool, typer.Option("--cases", help="One row per test case with its ranks instead.")] = False,
+    cases: Annotated[bool, typer.Option("--cases", help="One row per scored case (every period and method, "
+                                        "with its split) and its 0-based ranks (0 = first; a hit at K is a "
+                                        "rank below K) instead.")] = False,
     filters: Annotated[bool, typer.Option("--filters", help="SML's learned first-layer transfer filters "
                                           "(paper Figure 7) for the last period.")] = False,
     db: DbOpt = None,
@@ -689,8 +691,8 @@ def export(
     store = Store(db, reading=True)
     store.run(run_id)  # clear error when the run does not exist
     if cases:
-        n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id))
-        wrote(n, "test cases", out_path)
+        n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id), store.results(run_id))
+        wrote(n, "case rows", out_path)
     elif filters:
         try:
             n = report.write_filters_csv(out_path, run_id, store.results(run_id))

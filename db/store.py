@@ -89,7 +89,10 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
         parsed = parsed.set(database=f"file:{quote(str(path))}?mode={mode}", query={"uri": "true"})
     try:
         engine = create_engine(parsed, **kwargs)
-    except Exception as exc:  # a missing driver, for instance
+    except ModuleNotFoundError as exc:  # SQLAlchemy's driver for this kind of database is not installed
+        raise StoreError(f"cannot open the database {url}: its Python driver ({exc.name}) is not installed; "
+                         "install it into this environment (PostgreSQL: .venv/bin/pip install psycopg)") from exc
+    except Exception as exc:
         raise StoreError(f"cannot open the database {url}: {exc}") from exc
     if is_sqlite and not read_only:
         @event.listens_for(engine, "connect")

@@ -22,7 +22,10 @@ RESULT_COLUMNS = [
     "full_recall@5", "full_recall@10", "full_recall@20", "full_ndcg@5", "full_ndcg@10", "full_ndcg@20",
     "retrain_s", "eval_s", "error",
 ]
-CASE_COLUMNS = ["run_id", "method", "period", "user", "item", "sampled_rank", "full_rank", "user_type", "item_type"]
+# Ranks are 0-based (0 = ranked first): a case is a hit at K when its rank is below K. Users and items
+# are the dataset's dense ids (numbered in order of first appearance), not the file's raw ids.
+CASE_COLUMNS = ["run_id", "method", "period", "split", "in_sample", "user", "item", "sampled_rank", "full_rank",
+                "user_type", "item_type"]
 TABLE_METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
 GROUPS = [("old", "old"), ("old", "new"), ("new", "old"), ("new", "new")]
 
@@ -107,7 +110,7 @@ def open_out(path):
 
 def write_results_csv(path, meta: ExportMeta, results: list[dict]) -> int:
     with open_out(path) as f:
-        w = csv.writer(f)
+        w = _writer(f)
         w.writerow(RESULT_COLUMNS)
         for r in sorted(results, key=lambda r: (r["method"], r["period"])):
             m = r["metrics"]
@@ -118,19 +121,29 @@ def write_results_csv(path, meta: ExportMeta, results: list[dict]) -> int:
     return len(results)
 
 
-def write_cases_csv(path, run_id: int, case_ranks: Iterable[dict]) -> int:
+def write_cases_csv(path, run_id: int, case_ranks: Iterable[dict], results: list[dict]) -> int:
+    """One row per scored case of every period and method (training periods included: ``split`` and
+    ``in_sample`` say which rows a validation or test figure uses)."""
+    about = {(r["method"], r["period"]): (r["split"], int(r["in_sample"])) for r in results}
     n = 0
     with open_out(path) as f:
-        w = csv.writer(f)
+        w = _writer(f)
         w.writerow(CASE_COLUMNS)
         for c in case_ranks:
             ut = np.where(c["new_user"], "new", "old")
             it = np.where(c["new_item"], "new", "old")
-            w.writerows(zip([run_id] * len(ut), [c["method"]] * len(ut), [c["period"]] * len(ut),
+            split, in_sample = about.get((c["method"], c["period"]), ("", ""))
+            k = len(ut)
+            w.writerows(zip([run_id] * k, [c["method"]] * k, [c["period"]] * k, [split] * k, [in_sample] * k,
                             c["users"].tolist(), c["items"].tolist(), c["sampled_rank"].tolist(),
                             c["full_rank"].tolist(), ut.tolist(), it.tolist()))
-            n += len(ut)
+            n += k
     return n
+
+
+def _writer(f):
+    """CSV rows ending in a plain newline (the csv module's default is CRLF, also on standard output)."""
+    return csv.writer(f, lineterminator="\n")
 
 
 def _fmt(x) -> str:
@@ -151,7 +164,7 @@ def write_filters_csv(path, run_id: int, results: list[dict]) -> int:
         raise ValueError("this run has no method with convolution filters (run sml or one of its variants)")
     n = 0
     with open_out(path) as f:
-        w = csv.writer(f)
+        w = _writer(f)
         w.writerow(["run_id", "method", "period", "network", "filter", "w_prev", "w_hat", "w_dot"])
         for method, r in sorted(last.items()):
             for network, filters in r["extra"]["filters"].items():

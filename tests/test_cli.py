@@ -19,7 +19,7 @@ from sml_sim.evaluation import metrics_from_ranks
 
 RESULT_COLUMNS = ("run_id,dataset,source,method,period,split,n_cases,recall@5,recall@10,recall@20,ndcg@5,ndcg@10,"
                   "ndcg@20,full_recall@20,full_ndcg@20,retrain_s,eval_s").split(",")
-CASE_COLUMNS = "run_id,method,period,user,item,sampled_rank,full_rank,user_type,item_type".split(",")
+CASE_COLUMNS = "run_id,method,period,split,in_sample,user,item,sampled_rank,full_rank,user_type,item_type".split(",")
 METHODS = ["full", "fine", "spmf", "pop", "random"]
 
 
@@ -112,6 +112,11 @@ def test_export_cases_columns_and_recomputed_metrics(cli, finished_run, tmp_path
         g[1].append(fr)
     results = {(r["method"], int(r["period"])): r for r in _read_csv(res)}
     assert set(groups) == set(results)
+    for c in case_rows:  # each case row carries its period's split, as the results do
+        row = results[(c["method"], int(c["period"]))]
+        assert (c["split"], c["in_sample"]) == (row["split"], row["in_sample"])
+    with open(cases, "rb") as f:
+        assert b"\r\n" not in f.read()
     for key, (sampled, full) in groups.items():
         row = results[key]
         assert len(sampled) == int(row["n_cases"])

@@ -380,3 +380,14 @@ def test_a_tilde_in_the_db_path_is_the_home_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     Store("~/home.db")
     assert (tmp_path / "home.db").exists()
+
+
+def test_a_missing_database_driver_says_what_to_install():
+    import importlib.util
+
+    from db.store import StoreError
+
+    if importlib.util.find_spec("psycopg") is not None:
+        pytest.skip("psycopg is installed here")
+    with pytest.raises(StoreError, match=r"Python driver \(psycopg\) is not installed; install it"):
+        Store("postgresql+psycopg://user@localhost/none")
