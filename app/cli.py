@@ -442,6 +442,8 @@ def run(
               f"device: {replay.engine.device}")
     out.print(f"methods: {', '.join(replay.config.methods)}   periods: {ds.n_periods} "
               f"(retraining from {ds.split.retrain_start}, test {list(ds.split.test)})")
+    for note in ds.notes:  # e.g. malformed lines skipped, a split scaled to --periods
+        out.print(f"note: {escape(note)}")
     try:
         drive_with_progress(replay)
     except KeyboardInterrupt:

@@ -435,3 +435,12 @@ def test_a_run_whose_reader_leaves_carries_on_to_the_end(sml_sim, tiny_scenario,
     assert proc.wait(timeout=120) == 0
     r = sml_sim("runs", "--json", "--db", db)
     assert json.loads(r.stdout)[0]["status"] == "finished"
+
+
+def test_run_says_what_reading_skipped(cli, tiny_scenario):
+    toml = tiny_scenario(methods=("pop",))
+    with open(toml.parent / "tiny.csv", "a") as f:
+        f.write("u1,not-a-time\n")
+    r = cli("run", toml, "--db", f"sqlite:///{toml.parent}/n.db")
+    assert r.exit_code == 0, r.stderr
+    assert "note: skipped 1" in r.stdout
