@@ -444,6 +444,12 @@ def run(
               f"(retraining from {ds.split.retrain_start}, test {list(ds.split.test)})")
     for note in ds.notes:  # e.g. malformed lines skipped, a split scaled to --periods
         out.print(f"note: {escape(note)}")
+    from sml_sim.evaluation import N_NEGATIVES
+
+    if ds.n_items <= N_NEGATIVES:
+        out.print(f"note: only {ds.n_items} items: the sampled ranking uses every candidate a case has (at "
+                  f"most {ds.n_items} instead of 1 + {N_NEGATIVES}), so its figures are not comparable with "
+                  "the paper's" + ("; with 20 items or fewer every case is a hit at 20" if ds.n_items <= 20 else ""))
     try:
         drive_with_progress(replay)
     except KeyboardInterrupt:

@@ -444,3 +444,4 @@ def test_run_says_what_reading_skipped(cli, tiny_scenario):
     r = cli("run", toml, "--db", f"sqlite:///{toml.parent}/n.db")
     assert r.exit_code == 0, r.stderr
     assert "note: skipped 1" in r.stdout
+    assert "note: only " in r.stdout and "not comparable" in r.stdout  # a toy catalogue
