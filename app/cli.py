@@ -271,8 +271,9 @@ def ingest(
 @app.command("periods")
 @friendly
 def periods_cmd(
-    dataset: Annotated[str, typer.Argument(metavar="DATASET",
-                                           help="Name of an ingested dataset (the latest one of that name).")],
+    dataset: Annotated[str, typer.Argument(metavar="DATASET_OR_RUN",
+                                           help="Name of an ingested dataset (the latest one of that name), "
+                                           "or a run id: that run's dataset (e.g. one of several csv files).")],
     db: DbOpt = None, as_json: JsonOpt = False,
 ):
     """Show the stored periods of a dataset: split, time range, interactions, new users and items."""
@@ -282,6 +283,8 @@ def periods_cmd(
 
     store = Store(db, reading=True)
     info = store.latest_dataset(dataset)
+    if info is None and dataset.isdigit():
+        info = store.dataset(store.run(int(dataset)).dataset_id)
     if info is None:
         from sml_sim.data import PROTOCOLS
 

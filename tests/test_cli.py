@@ -445,3 +445,12 @@ def test_run_says_what_reading_skipped(cli, tiny_scenario):
     assert r.exit_code == 0, r.stderr
     assert "note: skipped 1" in r.stdout
     assert "note: only " in r.stdout and "not comparable" in r.stdout  # a toy catalogue
+
+
+def test_periods_takes_a_run_id(cli, finished_run):
+    """Every csv file is a dataset named csv: a run id picks the one that run used."""
+    r = cli("periods", "1", "--db", finished_run["db"])
+    assert r.exit_code == 0, r.stderr
+    assert "csv (" in r.stdout and "test" in r.stdout
+    r = cli("periods", "99", "--db", finished_run["db"])
+    assert r.exit_code == 2 and "no run 99" in r.stderr
