@@ -140,14 +140,23 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL or SQLit
                                             "or ./sml-sim.db]", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 DataOpt = Annotated[str | None, typer.Option("--data", help="File or folder of the raw data (see `sml-sim datasets`).")]
-ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Size of a synthetic stream; 1.0 = the paper's size.")]
+ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Size of a synthetic stream; 1.0 = the paper's size "
+                                                 "[default: the scenario's, else the stream's own, e.g. 0.016 "
+                                                 "for synthetic-yelp].", show_default=False)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the synthetic stream, sampling and models.")]
-PeriodsOpt = Annotated[int | None, typer.Option("--periods", help="Cut into N periods of equal interaction count.")]
+PeriodsOpt = Annotated[int | None, typer.Option("--periods", help="Cut into N periods of equal interaction count "
+                                                 "[default: the protocol's: 40, or 63 for adressa].",
+                                                 show_default=False)]
 PeriodLenOpt = Annotated[str | None, typer.Option("--period-length", help="Cut into fixed windows, e.g. 7d, 12h.")]
-MinUserOpt = Annotated[int | None, typer.Option("--min-user-interactions", help="Drop users with fewer.")]
-MinItemOpt = Annotated[int | None, typer.Option("--min-item-interactions", help="Drop items with fewer.")]
-SplitOpt = Annotated[str | None, typer.Option("--split", help="Train/validation/test period counts, e.g. 30/3/7.")]
-StartOpt = Annotated[int | None, typer.Option("--retrain-start", help="First period that is retrained on.")]
+MinUserOpt = Annotated[int | None, typer.Option("--min-user-interactions", help="Drop users with fewer "
+                                                 "[default: the protocol's filter, see `sml-sim datasets`].",
+                                                 show_default=False)]
+MinItemOpt = Annotated[int | None, typer.Option("--min-item-interactions", help="Drop items with fewer "
+                                                 "[default: the protocol's filter].", show_default=False)]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="Train/validation/test period counts, e.g. 30/3/7 "
+                                               "[default: the protocol's, scaled to --periods].", show_default=False)]
+StartOpt = Annotated[int | None, typer.Option("--retrain-start", help="First period that is retrained on "
+                                               "[default: the protocol's, e.g. 10 of 40].", show_default=False)]
 UserColOpt = Annotated[str | None, typer.Option("--user-col", help="csv: user column (name or 0-based index) "
                                                  "[default: user].", show_default=False)]
 ItemColOpt = Annotated[str | None, typer.Option("--item-col", help="csv: item column (name or 0-based index) "
@@ -399,7 +408,8 @@ def run(
                                                  help="A dataset (see `sml-sim datasets`), a scenario name "
                                                  "(scenarios/NAME.toml) or a .toml file.")] = None,
     data: DataOpt = None, methods: MethodsOpt = None, db: DbOpt = None, device: DeviceOpt = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of data generation, sampling and models.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of data generation, sampling and models "
+                                             "[default: the scenario's, else 0].", show_default=False)] = None,
     scale: ScaleOpt = None,
     out_csv: Annotated[Path | None, typer.Option("--out", help="Also write the per-period results CSV here.")] = None,
     resume: Annotated[int | None, typer.Option("--resume", help="Continue run RUN_ID from its last committed "
@@ -599,7 +609,8 @@ def replay(
     target: Annotated[str, typer.Argument(metavar="DATASET_OR_SCENARIO",
                                           help="A dataset, a scenario name or a .toml file.")] = "demo",
     data: DataOpt = None, methods: MethodsOpt = None, db: DbOpt = None, device: DeviceOpt = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of data generation, sampling and models.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of data generation, sampling and models "
+                                             "[default: the scenario's, else 0].", show_default=False)] = None,
     scale: ScaleOpt = None,
     run_id: Annotated[int | None, typer.Option("--run", "--resume", help="Continue this run.", metavar="RUN_ID")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if an unfinished one exists.")] = False,
