@@ -143,7 +143,6 @@ DataOpt = Annotated[str | None, typer.Option("--data", help="File or folder of t
 ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Size of a synthetic stream; 1.0 = the paper's size "
                                                  "[default: the scenario's, else the stream's own, e.g. 0.016 "
                                                  "for synthetic-yelp].", show_default=False)]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the synthetic stream, sampling and models.")]
 PeriodsOpt = Annotated[int | None, typer.Option("--periods", help="Cut into N periods of equal interaction count "
                                                  "[default: the protocol's: 40, or 63 for adressa].",
                                                  show_default=False)]
@@ -244,8 +243,11 @@ def datasets():
 @friendly
 def ingest(
     dataset: Annotated[str, typer.Argument(metavar="DATASET", help="yelp, adressa, movielens, csv, synthetic-yelp "
-                                           "or synthetic-adressa.")],
-    data: DataOpt = None, db: DbOpt = None, scale: ScaleOpt = None, seed: SeedOpt = 0,
+                                           "or synthetic-adressa; or a scenario (a name in scenarios/ or a "
+                                           ".toml file): its dataset.")],
+    data: DataOpt = None, db: DbOpt = None, scale: ScaleOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of a synthetic stream [default: the "
+                                             "scenario's, else 0].", show_default=False)] = None,
     periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
     min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
     user_col: UserColOpt = None, item_col: ItemColOpt = None, time_col: TimeColOpt = None,
@@ -254,10 +256,17 @@ def ingest(
 ):
     """Load, filter and cut a dataset into periods, and store every period."""
     from db.store import Store, fingerprint
+    from sml_sim.data import PROTOCOLS
 
-    spec = dataset_spec(dataset, data, scale, seed, periods, period_length, min_user_interactions,
-                        min_item_interactions, split, retrain_start,
-                        csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
+    csv_opts = csv_options(user_col, item_col, time_col, time_format, delimiter, no_header)
+    if dataset in PROTOCOLS:
+        spec = dataset_spec(dataset, data, scale, 0 if seed is None else seed, periods, period_length,
+                            min_user_interactions, min_item_interactions, split, retrain_start, csv_opts)
+    else:  # a scenario's dataset, with the command line's overrides
+        spec = build_config(dataset, data=data, methods=None, seed=seed, device=None, scale=scale, periods=periods,
+                            period_length=period_length, min_user=min_user_interactions,
+                            min_item=min_item_interactions, split=split, start=retrain_start,
+                            csv_opts=csv_opts).dataset
     try:
         ds = load_with_progress(spec, quiet=as_json)
         store = Store(db)

@@ -454,3 +454,13 @@ def test_periods_takes_a_run_id(cli, finished_run):
     assert "csv (" in r.stdout and "test" in r.stdout
     r = cli("periods", "99", "--db", finished_run["db"])
     assert r.exit_code == 2 and "no run 99" in r.stderr
+
+
+def test_ingest_takes_a_scenario(cli, tiny_scenario):
+    toml = tiny_scenario()
+    db = f"sqlite:///{toml.parent}/i.db"
+    r = cli("ingest", toml, "--db", db)
+    assert r.exit_code == 0, r.stderr
+    assert "periods:       8" in r.stdout  # the scenario's cut, not the csv protocol's default 40
+    r = cli("periods", "csv", "--db", db)
+    assert r.exit_code == 0 and "tiny.csv" in r.stdout
