@@ -324,3 +324,21 @@ def test_detach_product_reaches_the_transfer():
     for value in (True, False):
         r, _ = started(ds, detach_product=value)
         assert all(net.detach_product is value for net in r.theta.values())
+
+
+def test_an_empty_period_keeps_the_model_and_the_run_goes_on():
+    """Adressa's day slots can be empty on a tiny stream: SML keeps W_{t-1} there and carries on."""
+    rng = np.random.default_rng(0)
+    n = 8 * 120
+    users, items = rng.integers(0, 40, n), rng.integers(0, 60, n)
+    raw = RawStream(users.astype(np.int64), items.astype(np.int64), np.arange(n, dtype=np.int64) * 60)
+
+    def cut(times):  # 8 equal periods renumbered around an empty period 4
+        p = (np.arange(len(times)) * 8 // len(times)).astype(np.int32)
+        return np.where(p >= 4, p + 1, p), None
+
+    ds = build_dataset(raw, name="gap", source="test", is_synthetic=True, params={}, min_user=1, min_item=1,
+                       cut=cut, split_for=lambda n_p: Split.from_counts(n_p, 6, 1, 2, 2))
+    assert len(ds.period(4)) == 0
+    res = run_scores(ds, "sml")
+    assert all(r.status == "ok" for r in res.values()), [r.error for r in res.values()]

@@ -336,8 +336,9 @@ class SML(Retrainer):
         ds = self.ctx.dataset
         serving = t > ds.split.train[1]
         D_t = ds.period(t)
-        if len(D_t) == 0:
-            raise ValueError(f"period {t} is empty")
+        if len(D_t) == 0:  # (a night slot of a tiny news stream) nothing to learn W_hat_t from: W_t = W_{t-1}
+            self.trained_upto = t
+            return {"empty_period": True}
         iters = self.hp("outer_iters")
         e1, e2 = self.hp("epochs_w_hat"), self.hp("epochs_theta")
         n1 = -(-len(D_t) // self.hp("batch_w_hat"))
