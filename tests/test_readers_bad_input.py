@@ -79,7 +79,7 @@ def _bad_inputs(tmp_path):
                                             "4/1/1", "--retrain-start", "4"], "retraining start"),
         ("too few periods", ["ingest", "movielens", "--data", ok, "--periods", "2"], "at least 4 periods"),
         ("bad period length", ["ingest", "movielens", "--data", ok, "--period-length", "soon"], "period length"),
-        ("unknown dataset", ["ingest", "netflix", "--data", ok], "unknown dataset"),
+        ("unknown dataset", ["ingest", "netflix", "--data", ok], "is neither a dataset"),
         ("csv without --data", ["ingest", "csv"], "needs --data"),
         ("non-positive scale", ["ingest", "synthetic-yelp", "--scale", "0"], "--scale"),
     ]
