@@ -6,6 +6,7 @@ period 5 is validation, 6 and 7 are test. Each app run takes a second or two.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -341,6 +342,167 @@ async def test_resume_shows_the_committed_periods_and_continues(store, tmp_path)
         await pilot.press("n")
         await settle(pilot, again, until=lambda: again.steps_done >= 1)
         assert sorted({r["period"] for r in store.results(1)}) == [3, 4]
+
+
+# ---------------------------------------------------------------------------------------------- review fixes
+
+
+def log_text(app: ReplayApp) -> str:
+    return "\n".join(line.text for line in app.query_one("#log").lines)
+
+
+async def test_an_export_followed_by_more_periods_is_reported_as_outdated(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("e")
+        await settle(pilot, app, until=lambda: app.last_export is not None)
+        assert "exported 3 result rows (up to period 3)" in log_text(app).replace("\n", "")
+        await pilot.press("n")
+        await settle(pilot, app, until=lambda: app.steps_done >= 2)
+        await pilot.press("q")
+    outcome = app.outcome()
+    path = (tmp_path / "sml-sim-run-1.csv").resolve()
+    assert outcome.exported_to == path and outcome.exported_rows == 3 and outcome.exported_through == 3
+    assert outcome.export_outdated  # period 4 was committed after the export: the file lacks it
+    assert len(path.read_text().splitlines()) == 1 + 3
+    assert store.run(1).status == "interrupted"
+
+
+async def test_an_export_of_every_committed_period_is_not_outdated(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("e")
+        await settle(pilot, app, until=lambda: app.last_export is not None)
+        await pilot.press("q")
+    outcome = app.outcome()
+    assert outcome.exported_through == 3 and not outcome.export_outdated
+
+
+async def test_pressing_n_during_a_step_shows_one_toast_not_one_per_press(store, tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS, "slow", (Slow, {}, "slow"))
+    monkeypatch.setattr(Slow, "stopped", threading.Event(), raising=False)
+    app = make_app(store, tmp_path, config=tiny_config(("pop", "slow")), auto_first_step=False)
+    toasts = []
+    notify = app.notify
+
+    def spy(message, *args, **kwargs):
+        toasts.append(message)
+        notify(message, *args, **kwargs)
+
+    monkeypatch.setattr(app, "notify", spy)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("n")
+        assert app.busy
+        for key in "nnnnt":
+            await pilot.press(key)
+        await pilot.pause()
+        assert toasts.count("a step is running: wait for it to finish") == 1
+        await pilot.press("q")
+
+
+async def test_a_resumed_method_catches_up_in_one_n_and_the_status_agrees_with_the_header(store, tmp_path):
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        app.hidden = {"fine"}  # as the methods dialog does (see test_method_picker_pauses_and_hides_methods)
+        app.replay.engine.paused = {"fine"}
+        for n in (2, 3):
+            await pilot.press("n")
+            await settle(pilot, app, until=lambda n=n: app.steps_done >= n)
+        assert app.clock == 5 and "fine" not in rows_for(app, 5)
+        await pilot.press("m")
+        await pilot.pause()
+        await pilot.press("space")  # check fine again
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.hidden == set()
+        activity = app.query_one("#activity").text
+        assert "n catches up fine: retrains on periods 3-4, scores periods 4-5" in activity, activity
+        assert "fine missed periods 3-4" in log_text(app).replace("\n", " ")
+        await pilot.press("n")  # one key: both missed periods, then it stops
+        await settle(pilot, app, until=lambda: app.goal is None and app.steps_done >= 5)
+        assert {"fine", "pop", "random"} <= set(rows_for(app, 4)) and {"fine", "pop", "random"} <= set(rows_for(app, 5))
+        assert not rows_for(app, 6)  # the clock did not move on by itself
+        assert app.clock == 5 and app.replay.engine.next_step == 5
+        assert "ready: n retrains on period 5, scores 6" in app.query_one("#activity").text
+        lines = log_text(app)
+        # the catch-up steps report fine alone, not the others' earlier results again
+        assert re.search(r"period 4 train: Recall@20 fine \d\.\d{4} \(catch-up\)\n", lines), lines
+        assert re.search(r"period 5 validation: Recall@20 fine \d\.\d{4} \(catch-up\)\n", lines), lines
+        assert "catch-up done" in lines
+
+
+async def test_the_log_keeps_its_newest_line_in_view_when_the_window_shrinks(store, tmp_path):
+    app = make_app(store, tmp_path, auto_first_step=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        log = app.query_one("#log")
+        for i in range(40):
+            app.log_line(f"line {i}")
+        await pilot.pause()
+        assert log.scroll_y == log.max_scroll_y > 0
+        await pilot.resize_terminal(80, 24)  # narrow: the log is 3-4 lines high
+        await pilot.pause()
+        await pilot.pause()
+        assert log.scrollable_content_region.height <= 4
+        assert log.scroll_y == log.max_scroll_y
+        # a user who scrolled up stays where they were
+        log.scroll_to(y=5, animate=False, immediate=True)
+        await pilot.resize_terminal(100, 30)
+        await pilot.pause()
+        await pilot.pause()
+        assert log.scroll_y == 5
+
+
+async def test_r_switches_the_chart_metric_and_leaves_the_table_as_it_is(store, tmp_path):
+    from app.tui.screens import HELP
+
+    assert "chart and table metric" not in HELP and "the table shows both" in HELP
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        table = app.query_one(ResultsTable)
+        title = str(app.query_one("#table-title").content)
+        cells = {(m, c): table.cell_text(m, c) for m in ("fine", "pop") for c in ("R@20", "N@20")}
+        await pilot.press("r")
+        await pilot.pause()
+        assert "NDCG@20" in app.query_one("#metric-chart", PeriodChart).chart_title
+        # the table shows Recall and NDCG both: neither its title nor its cells change
+        assert str(app.query_one("#table-title").content) == title and "Recall" not in title
+        assert {(m, c): table.cell_text(m, c) for m in ("fine", "pop") for c in ("R@20", "N@20")} == cells
+
+
+async def test_a_new_run_with_a_finished_runs_settings_says_so(store, tmp_path):
+    first = make_app(store, tmp_path, auto_first_step=False)
+    async with first.run_test(size=SIZE) as pilot:
+        await settle(pilot, first)
+        await pilot.press("q")
+    store.set_run_status(1, "finished")  # as if every period had been scored
+
+    app = make_app(store, tmp_path)  # what `sml-sim replay --new` does next to that finished run
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)  # it trains as any new run does
+        assert app.view.run_id == 2 and app.view.repeats_finished == 1
+        assert "run 2 (new; run 1 is finished)" in str(app.query_one("#header").content)
+        text = log_text(app).replace("\n", " ")
+        assert "run 2 is a new run: run 1 has the same settings and is finished" in text
+        await pilot.press("q")
+    assert app.outcome().repeats_finished == 1
+
+
+async def test_a_new_run_with_other_settings_is_not_flagged(store, tmp_path):
+    first = make_app(store, tmp_path, auto_first_step=False, config=tiny_config(("pop",)))
+    async with first.run_test(size=SIZE) as pilot:
+        await settle(pilot, first)
+        await pilot.press("q")
+    store.set_run_status(1, "finished")
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)  # the first step runs by itself
+        assert app.view.repeats_finished is None and "is a new run" not in log_text(app)
 
 
 def test_in_sample_points_are_kept_apart():

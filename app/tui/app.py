@@ -43,11 +43,12 @@ from app.tui.messages import (
 )
 from app.tui.model import MetricChoice
 from app.tui.screens import HelpScreen, MethodsScreen
-from app.tui.widgets import ActivityBar, PeriodChart, ReplayHeader, ResultsTable
+from app.tui.widgets import ActivityBar, LogPanel, PeriodChart, ReplayHeader, ResultsTable
 
 WIDE = 120  # columns from which both charts and the table's status column are shown
 SWITCH_INTERVAL = 0.001  # seconds; see run_replay_app
 CHART_EVERY = 2.0  # seconds between chart redraws while results stream in (see schedule_refresh)
+BUSY_TOAST = 2.0  # seconds the "a step is running" toast stays; no second one meanwhile
 
 CSS = """
 Screen {
@@ -230,6 +231,11 @@ class ReplayApp(App):
         self.clock: int | None = None
         self.fatal_error: str | None = None
         self.last_export: Path | None = None
+        self.export_rows = 0  # result rows in that CSV
+        self.export_through: int | None = None  # the last period in it
+        self._busy_toast_until = 0.0
+        self._step_methods: set[str] = set()  # methods scored by the running step
+        self._step_late = False  # the running step catches up resumed methods
         self.steps_done = 0
         self._binding_state: tuple = ()
         self._table_owed = False
@@ -248,7 +254,7 @@ class ReplayApp(App):
                 yield Static("", id="table-title")
                 yield ResultsTable(id="table")
                 yield Static("", id="failures")
-            yield RichLog(id="log", markup=True, wrap=True, max_lines=1000, min_width=20)
+            yield LogPanel(id="log", markup=True, wrap=True, max_lines=1000, min_width=20)
         yield ActivityBar(id="activity")
         yield Footer(compact=True)
 
@@ -296,6 +302,7 @@ class ReplayApp(App):
             run_id=replay.run_id, dataset=ds.name, source=ds.source, synthetic=bool(ds.is_synthetic),
             device=str(replay.engine.device), n_periods=ds.n_periods, split=ds.split.as_dict(),
             methods=list(replay.config.methods),
+            repeats_finished=self._finished_twin(replay.run_id) if self.config is not None else None,
         )
         self.post_message(ReplayLoaded(view, self.store.results(replay.run_id), replay))
         if not replay.engine.finished:
@@ -305,6 +312,16 @@ class ReplayApp(App):
                 return "cancelled"
         self.post_message(ReplayPrepared())
         return "ready"
+
+    def _finished_twin(self, run_id: int) -> int | None:
+        """The last finished run with exactly this new run's settings, if any (worker thread).
+
+        `sml-sim replay` reopens the last run with the same settings, finished or not; with --new it
+        starts another, and the app says which finished run it repeats."""
+        runs = self.store.runs()
+        mine = next((r.config for r in runs if r.run_id == run_id), None)
+        twins = [r.run_id for r in runs if r.run_id != run_id and r.status == "finished" and r.config == mine]
+        return twins[-1] if twins and mine is not None else None
 
     @work(thread=True, group="replay", exit_on_error=False, name="step", description="retrain and score one period")
     def _step_worker(self) -> str:
@@ -321,13 +338,13 @@ class ReplayApp(App):
         return "stepped"
 
     @work(thread=True, group="export", exit_on_error=False, name="export", description="export CSV")
-    def _export_worker(self, path: Path) -> tuple[Path, int]:
+    def _export_worker(self, path: Path) -> tuple[Path, int, int | None]:
         from sml_sim import report
 
         view = self.view
         results = self.store.results(view.run_id)
         n = report.write_results_csv(path, report.ExportMeta(view.run_id, view.dataset, view.source), results)
-        return path, n
+        return path, n, max((r["period"] for r in results), default=None)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
@@ -335,10 +352,12 @@ class ReplayApp(App):
             return
         if worker.group == "export":
             if event.state == WorkerState.SUCCESS:
-                path, n = worker.result
-                self.last_export = path
-                self.log_line(f"[green]exported {n} result rows to {escape(str(path))}[/]")
-                self.notify(f"{n} rows written to {path}", title="CSV exported", markup=False)
+                path, n, through = worker.result
+                self.last_export, self.export_rows, self.export_through = path, n, through
+                upto = "" if through is None else f" (up to period {through})"
+                self.log_line(f"[green]exported {n} result rows{upto} to {escape(str(path))}[/]"
+                              + ("" if self.phase == "finished" else "; e again rewrites it with later periods"))
+                self.notify(f"{n} rows{upto} written to {path}", title="CSV exported", markup=False)
             elif event.state == WorkerState.ERROR:
                 self.report_error("export failed", worker.error)
             return
@@ -370,7 +389,8 @@ class ReplayApp(App):
             self.phase = "finished" if finished else "ready"
             self.update_status()
             if finished:
-                self.log_line("this run is finished: every period is scored (e exports it)")
+                self.log_line("this run is finished: every period is scored (e exports it; "
+                              "--new starts another run with the same settings)")
             elif self.auto_first_step and not self.results:
                 self.start_step()
             return
@@ -392,6 +412,13 @@ class ReplayApp(App):
                 self.goal = None
         self.update_status()
 
+    def catching_up(self) -> model.CatchUp | None:
+        """Resumed methods that lag behind the others (see ``model.catch_up``)."""
+        if self.replay is None or self.view is None:
+            return None
+        engine = self.replay.engine
+        return model.catch_up(self.view.methods, engine.committed, engine.first_step, engine.paused, engine.failed)
+
     def start_step(self) -> bool:
         if self.busy or self.phase not in ("ready",) or self.replay is None:
             return False
@@ -401,6 +428,8 @@ class ReplayApp(App):
             return False
         self.busy = True
         self.phase = "stepping"
+        self._step_methods = set()
+        self._step_late = self.catching_up() is not None  # this step retrains lagging methods only
         t = self.replay.engine.next_step
         self.activity(f"period {t}: starting", 0.0)
         self.update_bindings()
@@ -423,6 +452,10 @@ class ReplayApp(App):
         self.log_line(f"run {self.view.run_id} {'started' if new else 'resumed'}: {escape(self.view.dataset)}, "
                       f"methods {escape(', '.join(self.view.methods))}"
                       + ("" if new else f", {len(self.results)} results already committed"))
+        twin = self.view.repeats_finished
+        if twin is not None:  # `replay --new` next to a finished run with the same settings
+            self.log_line(f"run {self.view.run_id} is a new run: run {twin} has the same settings and is finished "
+                          f"(`sml-sim replay --run {twin}` shows it)")
         if self.view.synthetic:
             self.log_line(f"[black on yellow] SYNTHETIC [/] {escape(self.view.source)}")
         self.activity("replaying the periods before retraining, pre-training the initial model", 0.0)
@@ -459,6 +492,7 @@ class ReplayApp(App):
     def on_method_scored(self, message: MethodScored) -> None:
         row = message.row
         model.merge_result(self.results, row)
+        self._step_methods.add(row["method"])
         if row["status"] == "failed":
             self.log_line(f"[bold red]{escape(row['method'])} failed at period {row['period']}[/]: "
                           f"{escape(str(row['error']))} (the other methods go on)")
@@ -474,9 +508,13 @@ class ReplayApp(App):
         split = self.view.split_of(period) if self.view else ""
         if self.refresh_pending:  # the period is complete: draw it all now
             self.refresh_views()
-        summary = model.step_summary(self.results, period, self.choice, self.view.methods if self.view else None)
-        self.activity(f"period {period} scored", 1.0)
-        self.log_line(f"[b]period {period}[/] {split}: {self.choice.short} {escape(summary)}")
+        # Only the methods this step scored: a catch-up step retrains the lagging ones alone.
+        summary = model.step_summary(self.results, period, self.choice, self.view.methods if self.view else None,
+                                     only=self._step_methods)
+        late = self._step_late
+        self.activity(f"period {period} scored" + (" (catch-up)" if late else ""), 1.0)
+        self.log_line(f"[b]period {period}[/] {split}: {self.choice.short} {escape(summary)}"
+                      + (" [dim](catch-up)[/]" if late else ""))
 
     # ------------------------------------------------------------------ views
 
@@ -538,7 +576,9 @@ class ReplayApp(App):
             self.query_one(ResultsTable).show(table, choice, colors, wide)
             ref = table.reference or ("sml" if "sml" in methods else "the best")
             hidden = f" · hidden: {', '.join(sorted(self.hidden))}" if self.hidden else ""
-            title = (f"{choice.label} · test = mean of {table.n_test} period{'' if table.n_test == 1 else 's'}"
+            # The table shows Recall and NDCG both: its title names only what applies to both.
+            ranking = "full ranking" if choice.full else "sampled ranking (1+999)"
+            title = (f"{ranking} · test = mean of {table.n_test} period{'' if table.n_test == 1 else 's'}"
                      f" · RI % = {ref} vs row{hidden}")
             label = self.query_one("#table-title", Static)
             if title != str(label.content):
@@ -571,8 +611,13 @@ class ReplayApp(App):
             if self.phase == "finished":
                 self.activity("finished: every period is scored. e exports the CSV, q quits", 1.0)
             elif self.phase == "ready" and self.replay is not None:
-                t = self.replay.engine.next_step
-                self.activity(f"ready: n retrains on period {t}, scores {t + 1} · a autoplay · ? help", None)
+                late = self.catching_up()
+                if late is not None:
+                    self.activity(f"ready: n catches up {', '.join(late.methods)}: retrains on {late.periods}, "
+                                  f"scores {late.scored} · a autoplay · ? help", None)
+                else:
+                    t = self.replay.engine.next_step
+                    self.activity(f"ready: n retrains on period {t}, scores {t + 1} · a autoplay · ? help", None)
         self.update_bindings()
 
     def update_bindings(self) -> None:
@@ -603,17 +648,33 @@ class ReplayApp(App):
             return self.screen.size.width < WIDE
         return True
 
+    def busy_toast(self, title: str) -> None:
+        """Say that a step is running, once: pressing the key again while it shows adds no toast."""
+        now = time.monotonic()
+        if now >= self._busy_toast_until:
+            self._busy_toast_until = now + BUSY_TOAST
+            self.notify("a step is running: wait for it to finish", title=title, timeout=BUSY_TOAST)
+
     def action_step(self) -> None:
         if self.busy:
-            self.notify("a step is running: wait for it to finish", title="step", timeout=2)
+            self.busy_toast("step")
             return
         self.goal = None
-        self.start_step()
+        late = self.catching_up()
+        if late is not None:
+            # Resumed methods retrain on each period they missed, in order, one engine step per
+            # period (each such step leaves the others alone); n runs them all, then stops.
+            self.goal, self.goal_name = late.front - 1, "catch-up"
+            self.log_line(f"catching up {escape(', '.join(late.methods))}: retraining on {late.periods}, "
+                          f"scoring {late.scored}, as the others were (a stops)")
+        if self.start_step() and late is not None:
+            self.update_status()
 
     def action_autoplay(self) -> None:
         if self.goal is not None:
             self.goal = None
-            self.log_line("autoplay off" + (" (the running step finishes)" if self.busy else ""))
+            self.log_line(("autoplay off" if self.goal_name == "autoplay" else f"{self.goal_name} stopped")
+                          + (" (the running step finishes)" if self.busy else ""))
         elif self.replay is not None:
             self.goal, self.goal_name = self.replay.engine.last_step, "autoplay"
             self.log_line("autoplay on: stepping to the last period (a stops)")
@@ -624,7 +685,7 @@ class ReplayApp(App):
         if self.replay is None or self.view is None:
             return
         if self.busy:
-            self.notify("a step is running: wait for it to finish", title="run to test", timeout=2)
+            self.busy_toast("run to test")
             return
         goal = self.view.first_test - 1
         if self.replay.engine.next_step > goal:
@@ -664,17 +725,43 @@ class ReplayApp(App):
         def apply(visible: set[str] | None) -> None:
             if visible is None:
                 return
+            resumed = sorted(self.hidden & visible)
             self.hidden = set(self.view.methods) - visible
             if self.replay is not None:
                 # Unchecked methods also stop training; checked again, they catch up.
                 self.replay.engine.paused = set(self.hidden)
+            late = self.catching_up()
+            if resumed and late is not None and set(resumed) & set(late.methods):
+                self.log_line(f"{escape(', '.join(late.methods))} missed {late.periods} (scored on the next): "
+                              f"n retrains {'it' if len(late.methods) == 1 else 'them'} on each in turn, the "
+                              f"others' results stay; then n moves the clock on again")
             self.refresh_views()
+            self.update_status()
 
         self.push_screen(MethodsScreen(self.view.methods, self.hidden), apply)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def outcome(self) -> ReplayOutcome:
+        """Once the app has exited: record the run's status and say how it ended."""
+        replay = self.replay or self.opened_replay
+        if replay is not None:
+            if replay.engine.finished:
+                replay.finish()
+            else:
+                replay.interrupted(self.fatal_error)
+        outdated = False
+        if replay is not None and self.last_export is not None:
+            # results committed after the export: the store's count no longer matches the file's
+            outdated = len(self.store.results(replay.run_id)) != self.export_rows
+        return ReplayOutcome(run_id=None if replay is None else replay.run_id,
+                             finished=replay is not None and replay.engine.finished,
+                             error=self.fatal_error, exported_to=self.last_export,
+                             exported_rows=self.export_rows, exported_through=self.export_through,
+                             export_outdated=outdated,
+                             repeats_finished=self.view.repeats_finished if self.view is not None else None)
 
     async def action_quit(self) -> None:
         self.cancel.set()  # the engine raises Cancelled at its next batch; committed periods stay
@@ -697,15 +784,7 @@ def run_replay_app(*, store, config=None, run_id: int | None = None, threads: in
     app = ReplayApp(store=store, config=config, run_id=run_id, threads=n)
     app.run()
     # The worker thread has ended here (the event loop joins its executor on exit).
-    replay = app.replay or app.opened_replay
-    if replay is not None:
-        if replay.engine.finished:
-            replay.finish()
-        else:
-            replay.interrupted(app.fatal_error)
-    return ReplayOutcome(run_id=None if replay is None else replay.run_id,
-                         finished=replay is not None and replay.engine.finished,
-                         error=app.fatal_error, exported_to=app.last_export)
+    return app.outcome()
 
 
 @dataclass(frozen=True)
@@ -713,4 +792,8 @@ class ReplayOutcome:
     run_id: int | None  # None: the replay never opened
     finished: bool
     error: str | None
-    exported_to: Path | None
+    exported_to: Path | None  # the CSV the user wrote with e (the last one), as it was then:
+    exported_rows: int = 0  # its result rows
+    exported_through: int | None = None  # the last period in it (None: no rows)
+    export_outdated: bool = False  # periods were committed after it: the file lacks them
+    repeats_finished: int | None = None  # this new run has the settings of this finished run

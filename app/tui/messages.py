@@ -24,6 +24,7 @@ class RunView:
     n_periods: int
     split: dict  # Split.as_dict(): periods, train, validation, test, retrain_start
     methods: list[str]
+    repeats_finished: int | None = None  # a new run with the settings of this finished run
 
     def split_of(self, period: int) -> str:
         if period < self.split["retrain_start"]:

@@ -207,9 +207,47 @@ def results_table(results: list[dict], methods: list[str], choice: MetricChoice)
     return Table(rows, reference, max((int(v.get("periods", 0)) for v in means.values()), default=0))
 
 
-def step_summary(results: list[dict], period: int, choice: MetricChoice, order: list[str] | None = None) -> str:
-    """One log line for an evaluated period: each method's value of the chosen metric."""
-    rows = [r for r in results if r["period"] == period]
+@dataclass(frozen=True)
+class CatchUp:
+    """Methods behind the others (paused, then resumed): the engine's next steps retrain only them,
+    one period per step, on periods ``first`` .. ``front - 1``; the clock moves on after that."""
+
+    methods: list[str]
+    first: int  # the first period they retrain on (the engine's next_step)
+    front: int  # the period the others retrain on next
+
+    @property
+    def periods(self) -> str:
+        """The periods they retrain on: "period 3" or "periods 3-5"."""
+        return _span(self.first, self.front - 1)
+
+    @property
+    def scored(self) -> str:
+        """The periods those retrainings are scored on."""
+        return _span(self.first + 1, self.front)
+
+
+def _span(a: int, b: int) -> str:
+    return f"period {a}" if a == b else f"periods {a}-{b}"
+
+
+def catch_up(methods: list[str], committed: dict[str, int], first_step: int, paused=(), failed=()) -> CatchUp | None:
+    """Who lags behind, from the engine's bookkeeping (``committed``: method -> last evaluated period,
+    which is also the next period it retrains on; ``next_step`` is the least of them over live,
+    unpaused methods). None when every such method is level."""
+    live = {m: committed.get(m, first_step) for m in methods if m not in paused and m not in failed}
+    if not live:
+        return None
+    front = max(live.values())
+    behind = [m for m in methods if m in live and live[m] < front]
+    return CatchUp(behind, min(live.values()), front) if behind else None
+
+
+def step_summary(results: list[dict], period: int, choice: MetricChoice, order: list[str] | None = None,
+                 only: set[str] | None = None) -> str:
+    """One log line for an evaluated period: each method's value of the chosen metric (of the
+    methods in ``only``, when given: those scored by the step just done)."""
+    rows = [r for r in results if r["period"] == period and (only is None or r["method"] in only)]
     if order:
         rank = {m: i for i, m in enumerate(order)}
         rows.sort(key=lambda r: rank.get(r["method"], len(rank)))

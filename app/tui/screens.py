@@ -18,12 +18,12 @@ the store and the CSV export.
 
 | key | what it does |
 |---|---|
-| `space` / `n` | step one period (disabled while a step runs) |
+| `space` / `n` | step one period (disabled while a step runs); after a method is resumed, catch it up first |
 | `a` | autoplay on/off: steps until the last period, stops on an error or a failed method |
 | `t` | run to the first test period |
-| `r` | chart and table metric: Recall / NDCG |
-| `k` | K = 5, 10, 20 |
-| `f` | sampled (1 + 999) / full ranking |
+| `r` | the chart's metric (and the log's): Recall / NDCG; the table shows both |
+| `k` | K = 5, 10, 20 (chart and table) |
+| `f` | sampled (1 + 999) / full ranking (chart and table) |
 | `c` | on a narrow terminal: metric chart / timing chart |
 | `e` | export the run's results as CSV (the path is shown) |
 | `m` | pick the methods trained and shown (an unchecked one is paused) |
@@ -41,14 +41,19 @@ meta step had seen during training periods: they are never averaged.
 
 **Table**: per method, the last scored period (`*` = in-sample) and its metrics, the running mean over
 the test periods so far, **RI** = the relative improvement of SML (or, without SML, of the best
-method) over that method on the test mean, in percent, and the last retraining time. A failed method
+method by the chart's metric) over that method on the test mean, in percent, and the last retraining
+time. It shows Recall and NDCG both, at the chosen K and ranking. A failed method
 is marked `x` with its reason under the table and in the log; the others go on.
 
 **Methods** (`m`) picks the methods trained and shown: an unchecked method is paused (hidden and
-not retrained); checked again, it catches up on the periods it missed before the clock moves on.
+not retrained) while the others go on. Checked again, it has to catch up before the clock moves on:
+the next `n` retrains it alone on each period it missed, in order, each scored on the next period as
+usual (the others' results stay as they are); the status line says which periods. After that, `n`
+steps every method again.
 
-Resume: reopening the same replay continues its unfinished run (`--run ID` picks one, `--new` starts
-afresh).
+Resume: reopening the same replay reopens its last run: an unfinished one continues, a finished one
+is shown as it ended (`--run ID` picks one, `--new` starts afresh; the header and the log say when a
+new run repeats the settings of a finished one).
 """
 
 
@@ -127,7 +132,7 @@ class MethodsScreen(ModalScreen[set[str] | None]):
             yield Label("Methods trained and shown")
             yield SelectionList[str](*[(m, m, m not in self.hidden) for m in self.methods], id="methods")
             yield Label("space toggles, enter applies, escape cancels. Unchecked methods pause; checked again, "
-                        "they catch up on the periods they missed.")
+                        "the next n retrains them on the periods they missed, then the clock moves on.")
             with Horizontal():
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Cancel", id="cancel")

@@ -1,4 +1,4 @@
-"""The widgets of the replay screen: header, period charts, results table, activity line."""
+"""The widgets of the replay screen: header, period charts, results table, log, activity line."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.strip import Strip
-from textual.widgets import DataTable, ProgressBar, Static
+from textual.widgets import DataTable, ProgressBar, RichLog, Static
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
@@ -63,6 +63,8 @@ class ReplayHeader(Static):
         text.append(view.device, style="bold")
         text.append("  run ")
         text.append(str(view.run_id), style="bold")
+        if view.repeats_finished is not None:
+            text.append(f" (new; run {view.repeats_finished} is finished)", style="bold yellow")
         text.append("\n")
         last = view.n_periods - 1
         if clock is None:
@@ -412,6 +414,23 @@ class ResultsTable(DataTable):
         """The plain text of one cell (for tests and the latency benchmark)."""
         value = self.get_cell(method, column)
         return value.plain if isinstance(value, Text) else str(value)
+
+
+class LogPanel(RichLog):
+    """The event log. Every write scrolls it to its newest line (RichLog's auto-scroll); a resize
+    keeps it there too, unless the user had scrolled up. (RichLog alone keeps its old scroll offset
+    when it shrinks, so a smaller window showed older lines, not the newest.)"""
+
+    _height_seen = 0
+
+    def on_resize(self) -> None:  # RichLog's own on_resize runs as well (Textual walks the MRO)
+        height = self.scrollable_content_region.height
+        # At the end before this resize, measured with the height it had then (a growing log may
+        # have been clamped to its new end already, which is the end too).
+        was_at_end = not self._height_seen or self.scroll_y >= self.virtual_size.height - self._height_seen - 1
+        self._height_seen = height
+        if was_at_end:
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
 
 
 class ActivityBar(Horizontal):
