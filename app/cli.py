@@ -622,7 +622,9 @@ def replay(
                                              "[default: the scenario's, else 0].", show_default=False)] = None,
     scale: ScaleOpt = None,
     run_id: Annotated[int | None, typer.Option("--run", "--resume", help="Continue this run.", metavar="RUN_ID")] = None,
-    new: Annotated[bool, typer.Option("--new", help="Start a new run even if an unfinished one exists.")] = False,
+    new: Annotated[bool, typer.Option("--new", help="Start a new run even if one with the same settings exists (by "
+                                               "default replay reopens it: an unfinished run continues, a "
+                                               "finished one is shown).")] = False,
     periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
     min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
     user_col: UserColOpt = None, item_col: ItemColOpt = None, time_col: TimeColOpt = None,
@@ -645,8 +647,9 @@ def replay(
                            csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
         store = Store(db)
         if not new:
-            # Reopening the same replay continues its unfinished run.
-            same = [r for r in store.runs() if r.status not in ("finished", "running") and r.config == cfg.as_dict()]
+            # Reopening the same replay reopens its last run: an unfinished one continues, a finished
+            # one is shown as it ended (--new starts another). One another process drives is left alone.
+            same = [r for r in store.runs() if r.status != "running" and r.config == cfg.as_dict()]
             if same:
                 run_id = same[-1].run_id
                 cfg = None
@@ -669,7 +672,12 @@ def replay(
         out.print(f"run {outcome.run_id}: every committed period is kept; continue with "
                   f"`sml-sim replay --run {outcome.run_id}{escape(db_flag(db))}`")
     if outcome.exported_to is not None:
-        out.print(f"results exported to {escape(str(outcome.exported_to))}")
+        path = escape(str(outcome.exported_to))
+        if outcome.export_outdated:
+            out.print(f"results up to period {outcome.exported_through} were exported to {path}; later periods "
+                      f"are not in it: `sml-sim export {outcome.run_id} --out FILE{escape(db_flag(db))}` writes them all")
+        else:
+            out.print(f"results exported to {path} (every committed period, up to {outcome.exported_through})")
     if outcome.error:  # a failure inside the run, not the user's input: exit 1
         err.print(f"[bold red]error:[/] run {outcome.run_id} stopped: {escape(outcome.error)}")
         raise typer.Exit(1)

@@ -464,3 +464,24 @@ def test_ingest_takes_a_scenario(cli, tiny_scenario):
     assert "periods:       8" in r.stdout  # the scenario's cut, not the csv protocol's default 40
     r = cli("periods", "csv", "--db", db)
     assert r.exit_code == 0 and "tiny.csv" in r.stdout
+
+
+def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finished_run, monkeypatch):
+    """Before, reopening a finished replay silently trained a second run with the same settings."""
+    import app.cli as cli_mod
+    import app.tui as tui
+    from app.tui.app import ReplayOutcome
+
+    opened = []
+
+    def fake_app(*, store, config=None, run_id=None, threads=None):
+        opened.append((run_id, config))
+        return ReplayOutcome(run_id=run_id or 2, finished=True, error=None, exported_to=None)
+
+    monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
+    monkeypatch.setattr(tui, "run_replay_app", fake_app)
+    toml = finished_run["folder"] / "clirun.toml"
+    assert cli("replay", toml, "--db", finished_run["db"]).exit_code == 0
+    assert opened[-1] == (1, None)  # run 1, finished, reopened as it is
+    assert cli("replay", toml, "--new", "--db", finished_run["db"]).exit_code == 0
+    assert opened[-1][0] is None and opened[-1][1] is not None  # a new run
