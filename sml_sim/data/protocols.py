@@ -296,12 +296,13 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
     )
     empty = [t for t in range(dataset.split.retrain_start, dataset.n_periods)
              if dataset.offsets[t + 1] == dataset.offsets[t]]
-    if empty and spec.period_length:  # nothing to retrain on or to score there (equal-count periods
-        # are never empty; the Adressa day slots of a tiny stream can be, and are kept as the protocol)
+    if empty:  # (a gap in the data, a night slot of a tiny news stream) nothing to train on or score there
         shown = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
-        raise DataError(f"{source}: {len(empty)} of the {dataset.n_periods} periods have no interactions "
-                        f"(periods {shown}); the data has gaps longer than --period-length "
-                        f"{spec.period_length}; use a longer one, or --periods N for equal-count periods")
+        fix = (f"; a longer --period-length than {spec.period_length}, or --periods N, avoids them"
+               if spec.period_length else "")
+        dataset.notes.append(f"{len(empty)} of the {dataset.n_periods} periods have no interactions (periods "
+                             f"{shown}): every method keeps its model through them, and they stay out of the "
+                             f"means{fix}")
     if dataset.n_periods != sum(protocol.reference_split) and not spec.split:
         s = dataset.split
         dataset.notes.append(
