@@ -136,6 +136,10 @@ def load_scenario(path: Path) -> RunConfig:
     _check_types(path, "[scenario]", scenario, _SCENARIO_KEYS)
     _unknown(path, "[run]", run, _RUN_KEYS)
     _check_types(path, "[run]", run, _RUN_KEYS)
+    if run.get("seed", 0) < 0:
+        raise DataError(f"{path}: [run] seed must be >= 0, not {run['seed']!r}")
+    if run.get("device", "auto") not in ("auto", "cpu", "cuda"):
+        raise DataError(f"{path}: [run] device must be auto, cpu or cuda, not {run['device']!r}")
     ds = dict(_table(doc, path, "dataset"))
     protocol = ds.pop("protocol", None)
     if protocol not in PROTOCOLS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,35 @@ def test_methods_command_lists_a_methods_settings(cli):
     assert "true (this variant)" in r.stdout  # freeze_theta_serving, the ablation's preset
     r = cli("methods", "nope")
     assert r.exit_code == 2 and "unknown method 'nope'" in r.stderr
+
+
+@pytest.mark.parametrize("section, ok", [
+    ("[methods.gru4rec]\nnegatives = 0", True),  # full softmax
+    ("[methods.sml-ws-fixed]\nalpha = 0.0", True),
+    ("[methods.sml-ws-fixed]\nalpha = 1.0", True),
+    ("[methods.sml-cnn]\nconv_layers = 0", True),  # no conv layers anyway
+    ("[methods.sml-ws]\nalpha = 1.0", False),  # a learned alpha starts strictly inside (0, 1)
+    ("[methods.full]\nepochs = inf", False),
+])
+def test_range_rules_follow_what_each_method_accepts(tmp_path, section, ok):
+    path = tmp_path / "s.toml"
+    path.write_text(DEMO + "\n" + section + "\n")
+    if ok:
+        load_scenario(path)
+    else:
+        with pytest.raises(DataError):
+            load_scenario(path)
+
+
+def test_sml_with_conv_layers_needs_at_least_one(tmp_path):
+    with pytest.raises(DataError, match="conv_layers must be at least 1 while use_conv is true"):
+        load_scenario(edited(tmp_path, "fc_size = 64\n", "fc_size = 64\nconv_layers = 0\n"))
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("seed = 0\n\n[pretrain]", "seed = -1\n\n[pretrain]", "[run] seed must be >= 0"),
+    ("seed = 0\n\n[pretrain]", 'seed = 0\ndevice = "tpu"\n\n[pretrain]', "[run] device must be auto, cpu or cuda"),
+])
+def test_run_section_values_are_checked(tmp_path, old, new, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_scenario(edited(tmp_path, old, new))

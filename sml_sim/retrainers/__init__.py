@@ -47,8 +47,8 @@ def scenario_params(name: str, method_params: dict[str, dict]) -> dict:
 # Numeric settings that may be 0 (no regularisation, no dropout, a step skipped, a bound off);
 # every other numeric setting with a positive default must be positive.
 _MAY_BE_ZERO = ("l1", "l2", "dropout", "epochs", "pretrain_epochs", "epochs_w_hat", "epochs_theta",
-                "serve_w_hat_epochs", "max_row_norm")
-_BELOW_ONE = ("dropout", "alpha")  # fractions
+                "serve_w_hat_epochs", "max_row_norm", "negatives", "conv_layers", "alpha")
+_FRACTIONS = {"dropout": 1.0, "alpha": 1.0 + 1e-12}  # below 1 (dropout), at most 1 (a fixed alpha)
 
 
 def check_value(label: str, value, default, choices: tuple[str, ...] | None = None) -> None:
@@ -68,14 +68,14 @@ def check_value(label: str, value, default, choices: tuple[str, ...] | None = No
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{label} must be a number, not {value!r}")
-    if isinstance(default, int) and value != int(value):
-        raise ValueError(f"{label} must be a whole number, not {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{label} must be a finite number >= 0, not {value!r}")
+    if isinstance(default, int) and value != int(value):
+        raise ValueError(f"{label} must be a whole number, not {value!r}")
     if value == 0 and default > 0 and key not in _MAY_BE_ZERO:
         raise ValueError(f"{label} must be positive, not {value!r}")
-    if key in _BELOW_ONE and value >= 1:
-        raise ValueError(f"{label} must be below 1, not {value!r}")
+    if key in _FRACTIONS and value >= _FRACTIONS[key]:
+        raise ValueError(f"{label} must be {'below' if key == 'dropout' else 'at most'} 1, not {value!r}")
 
 
 def check_params(name: str, params: dict, where: str | None = None) -> None:
@@ -96,6 +96,9 @@ def check_params(name: str, params: dict, where: str | None = None) -> None:
             takes = ", ".join(cls.defaults) if cls.defaults else "no settings"
             raise ValueError(f"{where}: unknown setting {key!r}{hint}; {kind} takes {takes}")
         check_value(f"{where} {key}", value, cls.defaults[key], cls.choices.get(key))
+    problem = cls.settings_problem({**cls.defaults, **METHODS[kind][1], **params})
+    if problem:
+        raise ValueError(f"{where}: {problem}")
 
 
 def make_retrainer(name: str, params: dict | None = None) -> Retrainer:

@@ -85,6 +85,12 @@ class Retrainer(ABC):
     defaults: dict = {}
     choices: dict[str, tuple[str, ...]] = {}
 
+    @classmethod
+    def settings_problem(cls, settings: dict) -> str | None:
+        """What is wrong with a combination of settings (each one already fits its type and range),
+        or None. ``settings`` holds every setting: the defaults, the preset and the scenario's."""
+        return None
+
     def __init__(self, name: str, params: dict | None = None):
         self.name = name
         self.params = dict(params or {})

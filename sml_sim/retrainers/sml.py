@@ -127,6 +127,14 @@ class SML(Retrainer):
         "theta_negatives": ("period", "seen"),
     }
 
+    @classmethod
+    def settings_problem(cls, settings: dict) -> str | None:
+        if settings["transfer"] == "weighted-sum" and settings["learn_alpha"] and not 0 < settings["alpha"] < 1:
+            return f"a learned alpha must start strictly between 0 and 1, not {settings['alpha']!r}"
+        if settings["transfer"] == "cnn" and settings["use_conv"] and settings["conv_layers"] < 1:
+            return "conv_layers must be at least 1 while use_conv is true (use_conv = false drops them)"
+        return None
+
     def hp(self, key: str):
         default = self.defaults[key]
         value = self.params.get(key, default)
