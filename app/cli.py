@@ -266,7 +266,7 @@ def ingest(
         spec = build_config(dataset, data=data, methods=None, seed=seed, device=None, scale=scale, periods=periods,
                             period_length=period_length, min_user=min_user_interactions,
                             min_item=min_item_interactions, split=split, start=retrain_start,
-                            csv_opts=csv_opts).dataset
+                            csv_opts=csv_opts, data_only=True).dataset
     try:
         ds = load_with_progress(spec, quiet=as_json)
         store = Store(db)
@@ -301,7 +301,7 @@ def periods_cmd(
 
     store = Store(db, reading=True)
     info = store.latest_dataset(dataset)
-    if info is None and dataset.isdigit():
+    if info is None and dataset.isdigit() and len(dataset) < 19:  # a run id (SQLite integers are 64-bit)
         info = store.dataset(store.run(int(dataset)).dataset_id)
     if info is None:
         from sml_sim.data import PROTOCOLS
@@ -337,7 +337,7 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU thr
 
 
 def build_config(target: str, *, data, methods, seed, device, scale, periods, period_length, min_user, min_item,
-                 split, start, csv_opts: dict | None = None):
+                 split, start, csv_opts: dict | None = None, data_only: bool = False):
     """A scenario file or name, or a dataset protocol, plus the command line's overrides."""
     from sml_sim.config import RunConfig, load_scenario, scenario_path, validate_methods
     from sml_sim.data import PROTOCOLS
@@ -378,7 +378,8 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
     from sml_sim.engine import resolve_device
 
     try:
-        resolve_device(cfg.device)
+        if not data_only:  # ingest trains nothing: a scenario for a GPU still ingests on a CPU machine
+            resolve_device(cfg.device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     check_spec(cfg.dataset)  # a bad file or value fails before the store is touched
@@ -648,8 +649,10 @@ def replay(
         store = Store(db)
         if not new:
             # Reopening the same replay reopens its last run: an unfinished one continues, a finished
-            # one is shown as it ended (--new starts another). One another process drives is left alone.
-            same = [r for r in store.runs() if r.status != "running" and r.config == cfg.as_dict()]
+            # one is shown as it ended (--new starts another). One another process drives is left
+            # alone, and so is one whose data file has changed since (it could not be reopened).
+            same = [r for r in store.runs() if r.status != "running" and r.config == cfg.as_dict()
+                    and store.data_unchanged(r.dataset_id)]
             if same:
                 run_id = same[-1].run_id
                 cfg = None

@@ -289,6 +289,13 @@ class Store:
         with self.session() as s:
             return _dataset_dict(s.get(DatasetRow, dataset_id))
 
+    def data_unchanged(self, dataset_id: int) -> bool:
+        """Whether the file or folder a stored dataset was read from is as it was (names, sizes,
+        mtimes: its fingerprint); a synthetic stream has none and never changes."""
+        with self.session() as s:
+            row = s.get(DatasetRow, dataset_id)
+            return row is not None and fingerprint(row.params, row.source) == row.fingerprint
+
     def periods(self, dataset_id: int) -> list[dict]:
         with self.session() as s:
             rows = s.scalars(select(PeriodRow).where(PeriodRow.dataset_id == dataset_id).order_by(PeriodRow.index))

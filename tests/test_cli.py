@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -458,6 +459,8 @@ def test_periods_takes_a_run_id(cli, finished_run):
 
 def test_ingest_takes_a_scenario(cli, tiny_scenario):
     toml = tiny_scenario()
+    # ingest trains nothing: a scenario written for a GPU still ingests on this (CPU) machine
+    toml.write_text(toml.read_text().replace('device = "cpu"', 'device = "cuda"'))
     db = f"sqlite:///{toml.parent}/i.db"
     r = cli("ingest", toml, "--db", db)
     assert r.exit_code == 0, r.stderr
@@ -485,3 +488,12 @@ def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finish
     assert opened[-1] == (1, None)  # run 1, finished, reopened as it is
     assert cli("replay", toml, "--new", "--db", finished_run["db"]).exit_code == 0
     assert opened[-1][0] is None and opened[-1][1] is not None  # a new run
+    # the data file changed since: run 1 cannot be reopened (its dataset differs), so a new run starts
+    data = finished_run["folder"] / "clirun.csv"
+    stat = data.stat()
+    os.utime(data, (stat.st_atime, stat.st_mtime + 10))
+    try:
+        assert cli("replay", toml, "--db", finished_run["db"]).exit_code == 0
+        assert opened[-1][0] is None
+    finally:
+        os.utime(data, (stat.st_atime, stat.st_mtime))
