@@ -228,11 +228,18 @@ def test_csv_millisecond_times_refused_with_hint(tmp_path):
     assert len(ok.users) == 12
 
 
-def test_csv_times_outside_1900_2200_refused(tmp_path):
-    path = _csv(tmp_path / "far.csv", [f"u{k % 3},i{k % 4},2021-01-{1 + k:02d}T10:00:00\n" for k in range(11)]
-                + ["u1,i1,2999-01-01T00:00:00\n"])
-    with pytest.raises(DataError, match=r"far\.csv.*'time'.*1900.*2200"):
+def test_csv_times_outside_1900_2200_refused_or_skipped_when_stray(tmp_path):
+    good = [f"u{k % 3},i{k % 4},2021-01-{1 + k:02d}T10:00:00\n" for k in range(11)]
+    # one stray value among good ones: skipped like a malformed line, and said
+    path = _csv(tmp_path / "stray.csv", good + ["u1,i1,2999-01-01T00:00:00\n"])
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_format": "iso"}))
+    assert len(ds.users) == 11 and ds.skipped_lines == 1
+    assert any("skipped 1 line(s) whose time lies outside the years 1900-2200" in n for n in ds.notes), ds.notes
+    # many: the file is refused, without guessing a unit from one value
+    path = _csv(tmp_path / "far.csv", good[:6] + ["u1,i1,2999-01-01T00:00:00\n"] * 6)
+    with pytest.raises(DataError, match=r"far\.csv: 6 of 12 .*'time'.*1900.*2200") as exc:
         load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_format": "iso"}))
+    assert "look like" not in str(exc.value)
     path = _csv(tmp_path / "big.csv", [f"u{k % 3},i{k % 4},{10 ** 20 + k}\n" for k in range(12)])
     with pytest.raises(DataError, match="1900"):  # too big even for int64: refused, not a crash
         load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
@@ -243,10 +250,10 @@ def test_movielens_and_yelp_impossible_times_refused(tmp_path):
     ml.write_text("".join(f"{k % 7}\t{k % 11}\t3\t{881250949000 + k}\n" for k in range(12)))
     with pytest.raises(DataError, match="u.data.*milliseconds"):
         load_dataset(DatasetSpec(protocol="movielens", data=str(ml), periods=4))
-    lines = _yelp_lines(12) + [json.dumps({"user_id": "u1", "business_id": "b1", "date": "1850-01-01 00:00:00"})]
+    old = json.dumps({"user_id": "u1", "business_id": "b1", "date": "1850-01-01 00:00:00"})
     yelp = tmp_path / "review.json"
-    yelp.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="review.json.*1850"):
+    yelp.write_text("\n".join(_yelp_lines(12) + [old] * 4) + "\n")
+    with pytest.raises(DataError, match="review.json: 4 of 16 .*1850"):
         load_dataset(DatasetSpec(protocol="yelp", data=str(yelp), min_user_interactions=1,
                                  min_item_interactions=1, periods=4))
 

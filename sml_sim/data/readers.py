@@ -79,20 +79,24 @@ class _OutOfWindow:
         if self.first is None:
             self.first = (ts, line, str(raw))
 
-    def check(self, path: Path, what: str, *, unix_format: str | None = None, fix: str = "") -> None:
-        """Raise a one-line DataError when any time was out of the window.
+    def check(self, path: Path, what: str, read: int, *, unix_format: str | None = None,
+              fix: str = "") -> str | None:
+        """None when every time was in the window; a note when a few (under a tenth of the ``read``
+        + bad ones) were not, and were skipped as malformed lines; else a one-line DataError.
 
         ``unix_format`` is the unit the values were read in (``"unix"`` or ``"unix-ms"``) when they
-        are numbers, so the message can say which unit they look like; ``fix`` is how to read them
-        in that unit (by default, ``--time-format``).
+        are numbers: when every value is out of the window, the message says which unit they look
+        like; ``fix`` is how to read them in that unit (by default, ``--time-format``).
         """
         if not self.count:
-            return
+            return None
         ts, line, raw = self.first
         year = 1970 + ts / _SECONDS_PER_YEAR
-        msg = (f"{path}: {self.count} {what} lie outside the years 1900-2200 (line {line}: {raw[:40]!r}, "
-               f"about the year {math.floor(year)})")
-        if unix_format is not None:
+        where = f"line {line}: {raw[:40]!r}, about the year {math.floor(year)}"
+        if self.count * 10 < read + self.count:  # stray values in good data: skip them, say so
+            return f"skipped {self.count} line(s) whose time lies outside the years 1900-2200 (first: {where})"
+        msg = f"{path}: {self.count} of {read + self.count} {what} lie outside the years 1900-2200 ({where})"
+        if unix_format is not None and read == 0:  # all of them: a wrong unit, not stray values
             seconds = ts * (1000 if unix_format == "unix-ms" else 1)
             for unit, factor, fmt in (("milliseconds", 1000, "unix-ms"), ("microseconds", 10 ** 6, None),
                                       ("nanoseconds", 10 ** 9, None)):
@@ -104,6 +108,11 @@ class _OutOfWindow:
                         msg += f"; the values look like unix {unit}: convert them to seconds or milliseconds"
                     break
         raise DataError(msg)
+
+
+def _time_note(notes: list[str], note: str | None) -> None:
+    if note:
+        notes.append(note)
 
 
 def _utc_seconds(text: str) -> int:
@@ -144,9 +153,10 @@ def read_yelp(path: Path, progress: Progress | None = None) -> RawStream:
                 progress(f.tell(), total)
     if progress is not None:
         progress(total, total)
-    bad_times.check(path, "review date(s)")
+    time_note = bad_times.check(path, "review date(s)", len(times))
     notes = [f"skipped {skipped} malformed or truncated line(s)"] if skipped else []
-    return _columns(users, items, times, skipped, notes)
+    _time_note(notes, time_note)
+    return _columns(users, items, times, skipped + bad_times.count, notes)
 
 
 def adressa_day_files(folder: Path) -> list[Path]:
@@ -171,9 +181,10 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
     users, items, times = array("q"), array("q"), array("q")
     user_id, item_id = _Interner(), _Interner()
     skipped = not_article = no_reading = 0
+    time_notes: list[str] = []
     done = 0
     for path in files:
-        bad_times = _OutOfWindow()
+        bad_times, before = _OutOfWindow(), len(times)
         with open(path, "rb") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
@@ -203,8 +214,10 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
                 times.append(ts)
                 if progress is not None and n % _PROGRESS_EVERY == 0:
                     progress(done + f.tell(), total)
-        bad_times.check(path, "event time(s)", unix_format="unix",
-                        fix="Adressa times are unix seconds; convert the file")
+        note = bad_times.check(path, "event time(s)", len(times) - before, unix_format="unix",
+                               fix="Adressa times are unix seconds; convert the file")
+        _time_note(time_notes, note and f"{path.name}: {note}")
+        skipped += bad_times.count
         done += path.stat().st_size
     if progress is not None:
         progress(total, total)
@@ -213,6 +226,7 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
              "missing reading time"]
     if skipped:
         notes.append(f"skipped {skipped} malformed line(s)")
+    notes += time_notes
     return _columns(users, items, times, skipped, notes)
 
 
@@ -254,11 +268,12 @@ def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
             times.append(ts)
             if progress is not None and n % _PROGRESS_EVERY == 0:
                 progress(f.buffer.tell() if hasattr(f, "buffer") else 0, total)
-    bad_times.check(path, "timestamp(s)", unix_format="unix",
-                    fix="MovieLens times are unix seconds; read the file as the csv dataset with "
-                        "--time-format unix-ms")
+    time_note = bad_times.check(path, "timestamp(s)", len(times), unix_format="unix",
+                                fix="MovieLens times are unix seconds; read the file as the csv dataset with "
+                                    "--time-format unix-ms")
     notes = [f"skipped {skipped} malformed line(s)"] if skipped else []
-    return _columns(users, items, times, skipped, notes)
+    _time_note(notes, time_note)
+    return _columns(users, items, times, skipped + bad_times.count, notes)
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -413,8 +428,8 @@ def read_csv(
             if progress is not None and n % _PROGRESS_EVERY == 0:
                 progress(min(total, n * 32), total)
     unix_format = time_format if time_format in ("unix", "unix-ms") else None
-    bad_times.check(path, f"time(s) in column {time_name} (read as --time-format {time_format})",
-                    unix_format=unix_format)
+    time_note = bad_times.check(path, f"time(s) in column {time_name} (read as --time-format {time_format})",
+                                len(times), unix_format=unix_format)
     if len(users) == 0 and skipped:
         hint = _layout_hint(first_row, delimiter, False) if first_row is not None else ""
         raise DataError(
@@ -422,7 +437,8 @@ def read_csv(
             f"and the column names){hint}"
         )
     notes = [f"skipped {skipped} row(s) with missing fields or unparsable times"] if skipped else []
-    return _columns(users, items, times, skipped, notes)
+    _time_note(notes, time_note)
+    return _columns(users, items, times, skipped + bad_times.count, notes)
 
 
 def data_root() -> Path:
