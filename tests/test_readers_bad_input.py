@@ -336,3 +336,13 @@ def test_bad_input_in_a_real_process_is_one_line(sml_sim, tmp_path, one_line_err
     assert str(tmp_path / "absent.data") in line
     p = sml_sim("ingest", "adressa", "--data", tmp_path, "--db", f"sqlite:///{tmp_path}/p.db")
     one_line_error(p, 2, contains="holds no Adressa day files")
+
+
+def test_exact_duplicate_rows_are_kept_and_counted(tmp_path):
+    rows = [f"u{k % 3},i{k % 4},{1_700_000_000 + k}\n" for k in range(12)]
+    path = _csv(tmp_path / "dup.csv", rows + rows[:3])
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+    assert len(ds.users) == 15
+    assert any(n.startswith("3 interaction(s) repeat an earlier one exactly") for n in ds.notes), ds.notes
+    assert not any("repeat" in n for n in load_dataset(DatasetSpec(protocol="csv", data=str(_csv(
+        tmp_path / "once.csv", rows)), periods=4)).notes)

@@ -264,9 +264,25 @@ def build_dataset(
     users, n_users = densify(filtered.users[order])
     items, n_items = densify(filtered.items[order])
     split = split_for(n_periods)
+    notes = list(raw.notes)
+    if not is_synthetic:
+        duplicates = _exact_duplicates(users, items, times, n_items)
+        if duplicates:  # kept: a file may log an interaction twice on purpose, but usually not
+            notes.append(f"{duplicates} interaction(s) repeat an earlier one exactly (same user, item and "
+                         "time); they are kept, each as an interaction")
     return Dataset(
         name=name, source=source, is_synthetic=is_synthetic, params=params,
         users=users, items=items, times=times, periods=periods.astype(np.int32),
         n_users=n_users, n_items=n_items, split=split, skipped_lines=raw.skipped,
-        notes=list(raw.notes), period_bounds=bounds,
+        notes=notes, period_bounds=bounds,
     )
+
+
+def _exact_duplicates(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int) -> int:
+    """How many rows repeat an earlier (user, item, time) exactly."""
+    if len(users) < 2:
+        return 0
+    pair = users.astype(np.int64) * n_items + items
+    order = np.lexsort((pair, times))
+    pair, t = pair[order], times[order]
+    return int(((pair[1:] == pair[:-1]) & (t[1:] == t[:-1])).sum())
