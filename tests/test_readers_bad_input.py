@@ -346,3 +346,11 @@ def test_exact_duplicate_rows_are_kept_and_counted(tmp_path):
     assert any(n.startswith("3 interaction(s) repeat an earlier one exactly") for n in ds.notes), ds.notes
     assert not any("repeat" in n for n in load_dataset(DatasetSpec(protocol="csv", data=str(_csv(
         tmp_path / "once.csv", rows)), periods=4)).notes)
+
+
+def test_unix_seconds_read_as_milliseconds_are_pointed_out(tmp_path):
+    path = _csv(tmp_path / "s.csv", [f"u{k % 3},i{k % 4},{1_700_000_000 + k * 3600}\n" for k in range(12)])
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_format": "unix-ms"}))
+    assert any("first two months of 1970" in n and "--time-format unix" in n for n in ds.notes), ds.notes
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+    assert not any("1970" in n for n in ds.notes)

@@ -438,6 +438,9 @@ def read_csv(
         )
     notes = [f"skipped {skipped} row(s) with missing fields or unparsable times"] if skipped else []
     _time_note(notes, time_note)
+    if time_format == "unix-ms" and times and max(times) < 62 * 86400:  # all before March 1970
+        notes.append("every time falls in the first two months of 1970: if the values are unix seconds, "
+                     "read them with --time-format unix")
     return _columns(users, items, times, skipped + bad_times.count, notes)
 
 
