@@ -575,3 +575,23 @@ def test_chart_y_ticks_are_round_distinct_and_in_range(top, count):
     assert ticks[0] == 0 and ticks[-1] <= top and count + 1 <= len(ticks) <= 2.5 * count + 1
     assert len(set(labels)) == len(labels)
     assert all(abs(float(label) - t) < 1e-12 + 1e-9 * t for label, t in zip(labels, ticks))
+
+
+async def test_with_a_method_paused_to_the_end_the_status_says_what_is_left(store, tmp_path):
+    """Before, the status read 'n retrains on period 7, scores 8' past the last period, and n did nothing."""
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        app.hidden = {"fine"}
+        app.replay.engine.paused = {"fine"}
+        await pilot.press("a")
+        await settle(pilot, app, until=lambda: app.goal is None and not app.busy
+                     and app.replay.engine.next_step > app.replay.engine.last_step)
+        await pilot.pause()
+        activity = app.query_one("#activity").text
+        assert "the shown methods are scored to the end; fine is paused: m resumes" in activity, activity
+        done = app.steps_done
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.steps_done == done and not app.busy
+        await pilot.press("q")

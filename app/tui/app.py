@@ -426,6 +426,12 @@ class ReplayApp(App):
             self.phase = "finished"
             self.update_status()
             return False
+        if self.replay.engine.next_step > self.replay.engine.last_step:  # only paused methods are behind
+            self.goal = None
+            self.notify("the shown methods are scored to the end; m resumes a paused method", title="step",
+                        timeout=BUSY_TOAST)
+            self.update_status()
+            return False
         self.busy = True
         self.phase = "stepping"
         self._step_methods = set()
@@ -616,8 +622,16 @@ class ReplayApp(App):
                     self.activity(f"ready: n catches up {', '.join(late.methods)}: retrains on {late.periods}, "
                                   f"scores {late.scored} · a autoplay · ? help", None)
                 else:
-                    t = self.replay.engine.next_step
-                    self.activity(f"ready: n retrains on period {t}, scores {t + 1} · a autoplay · ? help", None)
+                    engine = self.replay.engine
+                    t = engine.next_step
+                    if t > engine.last_step:  # the shown methods are done; a paused one is not
+                        waiting = sorted(m for m in engine.paused if m not in engine.failed)
+                        self.activity(f"the shown methods are scored to the end; {', '.join(waiting)} "
+                                      f"{'is' if len(waiting) == 1 else 'are'} paused: m resumes, then n "
+                                      "catches up · e exports · q quits", None)
+                    else:
+                        self.activity(f"ready: n retrains on period {t}, scores {t + 1} · a autoplay · ? help",
+                                      None)
         self.update_bindings()
 
     def update_bindings(self) -> None:
