@@ -234,7 +234,7 @@ def test_csv_times_outside_1900_2200_refused_or_skipped_when_stray(tmp_path):
     path = _csv(tmp_path / "stray.csv", good + ["u1,i1,2999-01-01T00:00:00\n"])
     ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_format": "iso"}))
     assert len(ds.users) == 11 and ds.skipped_lines == 1
-    assert any("skipped 1 line(s) whose time lies outside the years 1900-2200" in n for n in ds.notes), ds.notes
+    assert any("skipped 1 line(s) whose time is 0 or outside the years 1900-2200" in n for n in ds.notes), ds.notes
     # many: the file is refused, without guessing a unit from one value
     path = _csv(tmp_path / "far.csv", good[:6] + ["u1,i1,2999-01-01T00:00:00\n"] * 6)
     with pytest.raises(DataError, match=r"far\.csv: 6 of 12 .*'time'.*1900.*2200") as exc:
@@ -354,3 +354,11 @@ def test_unix_seconds_read_as_milliseconds_are_pointed_out(tmp_path):
     assert any("first two months of 1970" in n and "--time-format unix" in n for n in ds.notes), ds.notes
     ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
     assert not any("1970" in n for n in ds.notes)
+
+
+def test_a_time_of_zero_is_a_missing_time_not_1970(tmp_path):
+    rows = [f"u{k % 3},i{k % 4},{880_000_000 + k * 86400}\n" for k in range(12)]
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(_csv(tmp_path / "z.csv", rows + ["u1,i1,0\n"])),
+                                  period_length="2d"))
+    assert len(ds.users) == 12 and ds.n_periods == 6  # not ~5,000 two-day periods back to 1970
+    assert any("time is 0 or outside" in n for n in ds.notes), ds.notes

@@ -300,9 +300,10 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
         shown = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
         fix = (f"; a longer --period-length than {spec.period_length}, or --periods N, avoids them"
                if spec.period_length else "")
-        dataset.notes.append(f"{len(empty)} of the {dataset.n_periods} periods have no interactions (periods "
-                             f"{shown}): every method keeps its model through them, and they stay out of the "
-                             f"means{fix}")
+        start = dataset.split.retrain_start
+        dataset.notes.append(f"{len(empty)} of the {dataset.n_periods - start} periods from the retraining start "
+                             f"(period {start}) on have no interactions (periods {shown}): every method keeps "
+                             f"its model through them, and they stay out of the means{fix}")
     if dataset.n_periods != sum(protocol.reference_split) and not spec.split:
         s = dataset.split
         dataset.notes.append(

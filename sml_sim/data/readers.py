@@ -67,6 +67,12 @@ def _columns(users: array, items: array, times: array, skipped: int, notes: list
     )
 
 
+def _plausible(ts: int) -> bool:
+    """In the window, and not exactly 0: a time of 0 (1970-01-01 00:00:00) is how many exports write
+    a missing one, and taken as real it stretches a 1990s stream back over decades of empty periods."""
+    return TIME_MIN <= ts < TIME_MAX and ts != 0
+
+
 class _OutOfWindow:
     """Counts the times outside [TIME_MIN, TIME_MAX) a reader met and keeps the first one."""
 
@@ -94,8 +100,9 @@ class _OutOfWindow:
         year = 1970 + ts / _SECONDS_PER_YEAR
         where = f"line {line}: {raw[:40]!r}, about the year {math.floor(year)}"
         if self.count * 10 < read + self.count:  # stray values in good data: skip them, say so
-            return f"skipped {self.count} line(s) whose time lies outside the years 1900-2200 (first: {where})"
-        msg = f"{path}: {self.count} of {read + self.count} {what} lie outside the years 1900-2200 ({where})"
+            return (f"skipped {self.count} line(s) whose time is 0 or outside the years 1900-2200 "
+                    f"(first: {where})")
+        msg = f"{path}: {self.count} of {read + self.count} {what} are 0 or outside the years 1900-2200 ({where})"
         if unix_format is not None and read == 0:  # all of them: a wrong unit, not stray values
             seconds = ts * (1000 if unix_format == "unix-ms" else 1)
             for unit, factor, fmt in (("milliseconds", 1000, "unix-ms"), ("microseconds", 10 ** 6, None),
@@ -143,7 +150,7 @@ def read_yelp(path: Path, progress: Progress | None = None) -> RawStream:
             except (ValueError, KeyError, TypeError):
                 skipped += 1
                 continue
-            if not TIME_MIN <= ts < TIME_MAX:
+            if not _plausible(ts):
                 bad_times.add(ts, n, rec["date"])
                 continue
             users.append(user_id(u))
@@ -206,7 +213,7 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
                 if active <= 0:
                     no_reading += 1
                     continue
-                if not TIME_MIN <= ts < TIME_MAX:
+                if not _plausible(ts):
                     bad_times.add(ts, n, rec["time"])
                     continue
                 users.append(user_id(str(u)))
@@ -260,7 +267,7 @@ def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
             except (ValueError, IndexError, OverflowError):
                 skipped += 1
                 continue
-            if not TIME_MIN <= ts < TIME_MAX:
+            if not _plausible(ts):
                 bad_times.add(ts, n, parts[3])
                 continue
             users.append(user_id(u))
@@ -419,7 +426,7 @@ def read_csv(
             except (ValueError, OverflowError, OSError):
                 skipped += 1
                 continue
-            if not TIME_MIN <= ts < TIME_MAX:
+            if not _plausible(ts):
                 bad_times.add(ts, n, raw)
                 continue
             users.append(user_id(u))
