@@ -414,7 +414,7 @@ def test_fixed_windows_with_empty_periods_say_so(tmp_path):
     spec = DatasetSpec("csv", data=str(path), period_length="1d", min_user_interactions=1,
                        min_item_interactions=1)
     notes = load_dataset(spec).notes
-    assert any("periods have no interactions (periods " in n and "--period-length than 1d" in n
+    assert any("on have no interactions (periods " in n and "--period-length than 1d" in n
                for n in notes), notes
     spec.period_length = "2d"  # two-day windows cover the gaps
     ds = load_dataset(spec)
