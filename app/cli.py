@@ -542,8 +542,9 @@ def drive_with_progress(replay) -> None:
                 if e.status != "ok":
                     err.print(f"[red]{e.method} failed at period {e.period}: {escape(str(e.error))}[/]")
                 elif not err.is_terminal:
-                    err.print(f"period {e.period:>3} {e.split:<10} {e.method:<10} recall@20 "
-                              f"{e.metrics['recall@20']:.4f}  retrain {e.retrain_s:.2f}s")
+                    score = f"recall@20 {e.metrics['recall@20']:.4f}" if e.n_cases else "no test cases   "
+                    err.print(f"period {e.period:>3} {e.split:<10} {e.method:<10} {score}  "
+                              f"retrain {e.retrain_s:.2f}s")
 
         engine.subscribe(on_event)
         del n_methods
@@ -753,7 +754,7 @@ def methods(
                                                help="Show this method's settings and their defaults.")] = None,
 ):
     """List the retraining methods usable in --methods and scenarios, or one method's settings."""
-    from sml_sim.retrainers import METHODS
+    from sml_sim.retrainers import METHODS, allowed_values
 
     if name is None:
         table = Table(box=None, pad_edge=False)
@@ -762,10 +763,14 @@ def methods(
         for method, (_, _, desc) in METHODS.items():
             table.add_row(method, escape(desc))
         out.print(table)
-        out.print("`sml-sim methods METHOD` lists a method's settings (a scenario's [methods.METHOD] keys).")
+        out.print(escape("`sml-sim methods METHOD` lists a method's settings (a scenario's [methods.METHOD] keys)."))
         return
     if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        import difflib
+
+        close = difflib.get_close_matches(name, list(METHODS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown method {name!r}{hint}; known: {', '.join(METHODS)}")
     cls, preset, desc = METHODS[name]
     out.print(f"[bold]{name}[/]: {escape(desc)}")
     if not cls.defaults:
@@ -778,9 +783,7 @@ def methods(
     for key, default in cls.defaults.items():
         value = preset.get(key, default)
         shown = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
-        allowed = ", ".join(cls.choices[key]) if key in cls.choices else (
-            "true, false" if isinstance(default, bool) else "text" if isinstance(default, str)
-            else "whole number" if isinstance(default, int) else "number")
+        allowed = allowed_values(key, default, cls.choices.get(key))
         table.add_row(key, escape(shown + (" (this variant)" if key in preset else "")), escape(allowed))
     out.print(table)
 

@@ -190,27 +190,46 @@ def validate_methods(cfg: RunConfig) -> None:
     """The methods to run exist, once each, and every [methods.*] section's settings fit its method."""
     from sml_sim.retrainers import METHODS, check_params, scenario_params
 
+    try:
+        for name, section in cfg.method_params.items():
+            if "kind" in section:
+                kind = section["kind"]
+                if not isinstance(kind, str) or kind not in METHODS:
+                    close = difflib.get_close_matches(str(kind), list(METHODS), n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise DataError(f"[methods.{name}] kind {kind!r} is not a method{hint}; known: "
+                                    f"{', '.join(METHODS)}")
+            elif name not in METHODS:  # a typo in a section name hides its settings
+                close = difflib.get_close_matches(name, list(METHODS), n=1)
+                hint = f"did you mean [methods.{close[0]}]? " if close else ""
+                raise DataError(f"[methods.{name}] names no method: {hint}a section for a new name needs a "
+                                f"kind, e.g. kind = \"full\"")
+            else:  # a variant is defined by its preset: changing it makes another method under its name
+                cls, preset, _ = METHODS[name]
+                defining = {k: v for k, v in preset.items() if cls.defaults.get(k) != v}
+                changed = sorted(k for k in defining if k in section and section[k] != preset[k])
+                if changed:
+                    raise DataError(f"[methods.{name}] {changed[0]} = {section[changed[0]]!r} undoes what defines "
+                                    f"{name} ({changed[0]} = {preset[changed[0]]!r}); for another combination use "
+                                    f"a section of your own with kind = \"{METHODS[name][0].kind or name}\"")
+            check_params(name, section)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     if not cfg.methods:
         raise DataError("no methods to run")
     seen = set()
     for m in cfg.methods:
         kind = cfg.method_params.get(m, {}).get("kind", m)
         if kind not in METHODS:
-            close = difflib.get_close_matches(m, list(METHODS), n=1)
+            named = [n for n, sec in cfg.method_params.items() if "kind" in sec]
+            close = difflib.get_close_matches(m, list(METHODS) + named, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise DataError(f"unknown method {m!r}{hint}; known: {', '.join(METHODS)} (or a scenario "
-                            "[methods.NAME] section with a kind)")
+            raise DataError(f"unknown method {m!r}{hint}; known: {', '.join(list(METHODS) + named)} (or a "
+                            "scenario [methods.NAME] section with a kind)")
         if m in seen:
             raise DataError(f"method {m!r} is listed twice")
         seen.add(m)
     try:
-        for name, section in cfg.method_params.items():
-            if section.get("kind", name) not in METHODS:  # a typo in a section name hides its settings
-                close = difflib.get_close_matches(name, list(METHODS), n=1)
-                hint = f"did you mean [methods.{close[0]}]? " if close else ""
-                raise DataError(f"[methods.{name}] names no method: {hint}a section for a new name needs a "
-                                f"kind, e.g. kind = \"full\"")
-            check_params(name, section)
         for m in cfg.methods:  # a variant's inherited settings, with its preset
             check_params(m, scenario_params(m, cfg.method_params), where=f"method {m}")
     except ValueError as exc:

@@ -109,3 +109,24 @@ def test_sml_with_conv_layers_needs_at_least_one(tmp_path):
 def test_run_section_values_are_checked(tmp_path, old, new, message):
     with pytest.raises(DataError, match=re.escape(message)):
         load_scenario(edited(tmp_path, old, new))
+
+
+@pytest.mark.parametrize("section, message", [
+    ('[methods.full5]\nkind = "fulll"', "[methods.full5] kind 'fulll' is not a method (did you mean 'full'?)"),
+    ("[methods.sml-s]\nfreeze_theta_serving = false", "undoes what defines sml-s"),
+    ("[methods.spmf]\nbatch_size = 20.0", "batch_size must be a whole number, not 20.0"),
+])
+def test_a_kind_typo_a_variant_undone_and_a_float_count_are_refused(tmp_path, section, message):
+    path = tmp_path / "s.toml"
+    path.write_text(DEMO.replace('methods = ["sml",', 'methods = ["full5", "sml",') + "\n" + section + "\n"
+                    if "full5" in section else DEMO + "\n" + section + "\n")
+    with pytest.raises(DataError) as exc:
+        load_scenario(path)
+    assert message in str(exc.value)
+
+
+def test_methods_lists_allowed_ranges_and_keeps_its_brackets(cli):
+    r = cli("methods", "gru4rec")
+    assert "negatives" in r.stdout and "whole number >= 0" in r.stdout and "from 0 to below 1" in r.stdout
+    assert "[methods.METHOD]" in cli("methods").stdout
+    assert "did you mean 'full'" in cli("methods", "fulll").stderr

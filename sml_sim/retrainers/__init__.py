@@ -70,12 +70,24 @@ def check_value(label: str, value, default, choices: tuple[str, ...] | None = No
         raise ValueError(f"{label} must be a number, not {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{label} must be a finite number >= 0, not {value!r}")
-    if isinstance(default, int) and value != int(value):
+    if isinstance(default, int) and not isinstance(value, int):  # 20.0 for 20: TOML tells them apart
         raise ValueError(f"{label} must be a whole number, not {value!r}")
     if value == 0 and default > 0 and key not in _MAY_BE_ZERO:
         raise ValueError(f"{label} must be positive, not {value!r}")
     if key in _FRACTIONS and value >= _FRACTIONS[key]:
         raise ValueError(f"{label} must be {'below' if key == 'dropout' else 'at most'} 1, not {value!r}")
+
+
+def allowed_values(key: str, default, choices: tuple[str, ...] | None = None) -> str:
+    """What ``check_value`` accepts for a setting, in words (for `sml-sim methods METHOD`)."""
+    if isinstance(default, bool):
+        return "true, false"
+    if isinstance(default, str):
+        return ", ".join(choices) if choices else "text"
+    kind = "whole number" if isinstance(default, int) else "number"
+    if key in _FRACTIONS:
+        return f"{kind} from 0 to {'below ' if key == 'dropout' else ''}1"
+    return f"{kind} >= 0" if key in _MAY_BE_ZERO or default == 0 else f"{kind} > 0"
 
 
 def check_params(name: str, params: dict, where: str | None = None) -> None:
