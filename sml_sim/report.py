@@ -116,7 +116,7 @@ def write_results_csv(path, meta: ExportMeta, results: list[dict]) -> int:
             m = r["metrics"]
             w.writerow([meta.run_id, meta.dataset, meta.source, r["method"], r["period"], r["split"],
                         int(r["in_sample"]), r["status"], r["n_cases"],
-                        *[_fmt(m.get(k)) for k in RESULT_COLUMNS[9:21]],
+                        *[_fmt(m.get(k)) if r["n_cases"] else "" for k in RESULT_COLUMNS[9:21]],
                         f"{r['retrain_s']:.3f}", f"{r['eval_s']:.3f}", r["error"] or ""])
     return len(results)
 
