@@ -353,15 +353,19 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
         raise UserError(f"{target!r} is neither a dataset ({', '.join(PROTOCOLS)}) nor a scenario "
                         "(a .toml file or a name in scenarios/)")
     ds = cfg.dataset
+    overrides = False
     for key, value in (("data", absolute_data(data)), ("scale", scale), ("periods", periods), ("period_length", period_length),
                        ("min_user_interactions", min_user), ("min_item_interactions", min_item),
                        ("split", split), ("retrain_start", start)):
         if value is not None:
             setattr(ds, key, value)
+            overrides = True
     if csv_opts:  # on another protocol, check_spec refuses them
         ds.csv = {**ds.csv, **csv_opts}
+        overrides = True
     if seed is not None:
         cfg.seed = ds.seed = seed
+        overrides = True
     if device is not None:
         if device not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device {device!r}: use auto, cpu or cuda")
@@ -377,12 +381,17 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
     from sml_sim.data import check_spec
     from sml_sim.engine import resolve_device
 
+    # Messages name the flags; a value may have come from the scenario file instead: say so.
+    origin = f" (settings from {path}{' and the command line' if overrides else ''})" if path else ""
     try:
         if not data_only:  # ingest trains nothing: a scenario for a GPU still ingests on a CPU machine
             resolve_device(cfg.device)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
-    check_spec(cfg.dataset)  # a bad file or value fails before the store is touched
+        raise UserError(f"{exc}{origin if device is None else ''}") from None
+    try:
+        check_spec(cfg.dataset)  # a bad file or value fails before the store is touched
+    except DataError as exc:
+        raise DataError(f"{exc}{origin}") from None
     return cfg
 
 

@@ -130,3 +130,10 @@ def test_methods_lists_allowed_ranges_and_keeps_its_brackets(cli):
     assert "negatives" in r.stdout and "whole number >= 0" in r.stdout and "from 0 to below 1" in r.stdout
     assert "[methods.METHOD]" in cli("methods").stdout
     assert "did you mean 'full'" in cli("methods", "fulll").stderr
+
+
+def test_a_bad_dataset_value_from_a_scenario_names_the_file(cli, tmp_path):
+    path = edited(tmp_path, "seed = 0\n\n[run]", "seed = -3\n\n[run]")  # the [dataset] seed
+    r = cli("run", path, "--db", tmp_path / "x.db")
+    assert r.exit_code == 2
+    assert "--seed must be" in r.stderr and f"(settings from {path})" in r.stderr
