@@ -291,7 +291,8 @@ def ingest(
 def periods_cmd(
     dataset: Annotated[str, typer.Argument(metavar="DATASET_OR_RUN",
                                            help="Name of an ingested dataset (the latest one of that name), "
-                                           "or a run id: that run's dataset (e.g. one of several csv files).")],
+                                           "a scenario (its dataset), or a run id: that run's dataset (e.g. "
+                                           "one of several csv files).")],
     db: DbOpt = None, as_json: JsonOpt = False,
 ):
     """Show the stored periods of a dataset: split, time range, interactions, new users and items."""
@@ -303,6 +304,12 @@ def periods_cmd(
     info = store.latest_dataset(dataset)
     if info is None and dataset.isdigit() and len(dataset) < 19:  # a run id (SQLite integers are 64-bit)
         info = store.dataset(store.run(int(dataset)).dataset_id)
+    if info is None and not dataset.isdigit():  # a scenario: its dataset's latest copy
+        from sml_sim.config import load_scenario, scenario_path
+
+        path = scenario_path(dataset)
+        if path is not None:
+            info = store.latest_dataset(load_scenario(path).dataset.protocol)
     if info is None:
         from sml_sim.data import PROTOCOLS
 

@@ -467,6 +467,8 @@ def test_ingest_takes_a_scenario(cli, tiny_scenario):
     assert "periods:       8" in r.stdout  # the scenario's cut, not the csv protocol's default 40
     r = cli("periods", "csv", "--db", db)
     assert r.exit_code == 0 and "tiny.csv" in r.stdout
+    r = cli("periods", toml, "--db", db)  # the scenario names its dataset
+    assert r.exit_code == 0 and "tiny.csv" in r.stdout
 
 
 def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finished_run, monkeypatch):
