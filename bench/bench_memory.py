@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/bench_memory.py [--dataset synthetic-yelp] [--scale S] [--methods sml]
         [--threads 2] [--no-trim]
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY=0 .venv/bin/python bench/bench_memory.py --methods sml --no-trim
 
 Replays the stream with the engine (no store) and prints the process's current resident set (not
 the peak) when each period's results arrive. The engine calls ``release_freed_memory`` (glibc's
 ``malloc_trim``) after every method and period; ``--no-trim`` replaces it with a no-op, which is
-how the engine behaved before, so the two runs show what the trim is worth.
+how the engine behaved before, so the two runs show what the trim is worth. Also prints each
+method's retraining + evaluation seconds over the replay (to compare runs with and without an
+allocator setting, e.g. oneDNN's primitive cache off) and the cost of faulting in fresh memory.
 """
 
 from __future__ import annotations
@@ -45,10 +48,12 @@ def main() -> None:
     ds = load_dataset(DatasetSpec(args.dataset, data=args.data, scale=args.scale))
     engine = ReplayEngine(ds, [MethodSpec(m, {}) for m in args.methods.split(",")], seed=0, device="cpu")
     after: dict[int, float] = {}
+    seconds: dict[str, float] = {}
 
     def on_event(e) -> None:
         if isinstance(e, MethodResult):
             after[e.period - 1] = resident_mb()
+            seconds[e.method] = seconds.get(e.method, 0.0) + e.retrain_s + e.eval_s
 
     engine.subscribe(on_event)
     t0 = time.perf_counter()
@@ -62,6 +67,30 @@ def main() -> None:
     print("period: " + "  ".join(f"{t}:{after[t]:.0f}" for t in periods))
     first, last = after[periods[0]], after[periods[-1]]
     print(f"first retraining period {first:.0f} MiB, last {last:.0f} MiB, max {max(after.values()):.0f} MiB")
+    print("retraining + evaluation seconds over the replay: "
+          + ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()))
+    print(f"first touch of 100 MB of fresh memory: {first_touch_ms():.1f} ms; once mapped: "
+          f"{first_touch_ms(mapped=True):.1f} ms (what a trim makes the next period pay again)")
+
+
+def first_touch_ms(mapped: bool = False, mib: int = 100) -> float:
+    """Milliseconds to fill ``mib`` MiB of memory just handed back to the OS (page faults), or of
+    memory still mapped."""
+    trim = engine_module._MALLOC_TRIM
+    best = float("inf")
+    for _ in range(3):
+        block = torch.empty(mib * 2**18)
+        block.fill_(0.0)
+        if not mapped:
+            del block
+            if trim is not None:
+                trim(0)
+            block = torch.empty(mib * 2**18)
+        t0 = time.perf_counter()
+        block.fill_(1.0)
+        best = min(best, time.perf_counter() - t0)
+        del block
+    return best * 1000
 
 
 if __name__ == "__main__":

@@ -322,8 +322,10 @@ def release_freed_memory() -> None:
     resident with nothing live to show for it. Called after every method and period, this trims
     once the process has grown TRIM_SLACK beyond its size right after the last trim. Trimming every
     period kept it at ~0.38 GB but hands back SML's working set of temporaries (~0.2 GB here), which
-    the next period faults back in (~0.4 ms per MB on this VM: ~10% of a small SML period); with
-    the slack above that working set only the heap's creep is handed back, now and then.
+    the next period faults back in (~0.25 ms per MB on this VM: a few percent of a small SML
+    period); with the slack above that working set only the heap's creep is handed back, now and
+    then. (ONEDNN_PRIMITIVE_CACHE_CAPACITY=0, set before torch starts, halves the memory instead
+    for ~4% of SML's time.)
     BENCHMARKS.md, "Memory across a replay"."""
     if _MALLOC_TRIM is None:
         return
