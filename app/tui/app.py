@@ -398,7 +398,7 @@ class ReplayApp(App):
         if result == "finished":
             self.phase = "finished"
             if self.goal is not None:
-                self.log_line(f"{self.goal_name} stopped: the last period is scored")
+                self.log_line(f"{self.goal_name} done: the last period is scored")
             self.goal = None
             self.log_line("[bold green]run finished[/]: every period is scored; e exports the results")
             self.notify("every period is scored", title="run finished")
@@ -455,7 +455,8 @@ class ReplayApp(App):
         if self.results:
             self.clock = max(r["period"] for r in self.results)
         new = self.config is not None
-        self.log_line(f"run {self.view.run_id} {'started' if new else 'resumed'}: {escape(self.view.dataset)}, "
+        how = "started" if new else "opened (finished)" if self.replay.engine.finished else "resumed"
+        self.log_line(f"run {self.view.run_id} {how}: {escape(self.view.dataset)}, "
                       f"methods {escape(', '.join(self.view.methods))}"
                       + ("" if new else f", {len(self.results)} results already committed"))
         twin = self.view.repeats_finished
@@ -469,7 +470,8 @@ class ReplayApp(App):
         self.update_status()
 
     def on_replay_prepared(self, message: ReplayPrepared) -> None:
-        self.log_line("initial model ready")
+        if self.replay is None or not self.replay.engine.finished:  # a finished run trains nothing
+            self.log_line("initial model ready")
         # Everything loaded so far (dataset, models, widgets) lives as long as the app: keep it out
         # of the cyclic collector's full passes, which otherwise stall the UI now and then.
         gc.freeze()
