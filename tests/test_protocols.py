@@ -419,3 +419,10 @@ def test_fixed_windows_with_empty_periods_say_so(tmp_path):
     spec.period_length = "2d"  # two-day windows cover the gaps
     ds = load_dataset(spec)
     assert ds.n_periods == 15 and not any("no interactions" in n for n in ds.notes)
+
+
+def test_csv_options_on_a_synthetic_stream_are_refused_not_ignored():
+    from sml_sim.data import check_spec
+
+    with pytest.raises(DataError, match="csv column options apply to the csv dataset, not synthetic-yelp"):
+        check_spec(DatasetSpec("synthetic-yelp", csv={"user_col": "u"}))

@@ -220,13 +220,13 @@ def check_spec(spec: DatasetSpec) -> None:
         raise DataError(f"--retrain-start {spec.retrain_start}: the first retraining period is 1 or later")
     if spec.seed < 0:
         raise DataError(f"--seed must be 0 or more, not {spec.seed}")
+    if spec.protocol != "csv" and spec.csv:  # never dropped silently
+        raise DataError(f"the csv column options apply to the csv dataset, not {spec.protocol}")
     if spec.protocol.startswith("synthetic-"):
         if spec.data is not None:  # never dropped silently
             raise DataError(f"{spec.protocol} is generated, it reads no file; drop --data (or use "
                             f"{spec.protocol.removeprefix('synthetic-')} or csv)")
         return
-    if spec.protocol != "csv" and spec.csv:
-        raise DataError(f"the csv column options apply to the csv dataset, not {spec.protocol}")
     roles = [(spec.csv.get(f"{role}_col", role), role) for role in ("user", "item", "time")]
     for k, (col, role) in enumerate(roles):
         for other_col, other in roles[k + 1:]:
