@@ -444,7 +444,7 @@ def test_run_says_what_reading_skipped(cli, tiny_scenario):
         f.write("u1,not-a-time\n")
     r = cli("run", toml, "--db", f"sqlite:///{toml.parent}/n.db")
     assert r.exit_code == 0, r.stderr
-    assert "note: skipped 1" in r.stdout
+    assert "note: skipped 1" in r.stdout and "(first: line " in r.stdout
     assert "note: only " in r.stdout and "not comparable" in r.stdout  # a toy catalogue
 
 

@@ -409,6 +409,7 @@ def read_csv(
                             f"{_layout_hint(names, delimiter, header)}")
         time_name = repr(names[cols[2]]) if names is not None else f"{cols[2]} (0-based)"
         first_row: list[str] | None = None
+        first_skipped = 0  # file line of the first row skipped (for the note)
         line0 = 2 if header else 1  # file line of the first data row (for messages)
         for n, row in enumerate(reader, line0):
             if not row:
@@ -425,6 +426,7 @@ def read_csv(
                     raise ValueError
             except (ValueError, OverflowError, OSError):
                 skipped += 1
+                first_skipped = first_skipped or n
                 continue
             if not _plausible(ts):
                 bad_times.add(ts, n, raw)
@@ -443,7 +445,8 @@ def read_csv(
             f"{path}: none of the {skipped} rows could be read (check --time-format {time_format!r} "
             f"and the column names){hint}"
         )
-    notes = [f"skipped {skipped} row(s) with missing fields or unparsable times"] if skipped else []
+    notes = [f"skipped {skipped} row(s) with missing fields or unparsable times (first: line {first_skipped})"
+             ] if skipped else []
     _time_note(notes, time_note)
     if time_format == "unix-ms" and times and max(times) < 62 * 86400:  # all before March 1970
         notes.append("every time falls in the first two months of 1970: if the values are unix seconds, "
