@@ -462,7 +462,7 @@ class ReplayApp(App):
         twin = self.view.repeats_finished
         if twin is not None:  # `replay --new` next to a finished run with the same settings
             self.log_line(f"run {self.view.run_id} is a new run: run {twin} has the same settings and is finished "
-                          f"(`sml-sim replay --run {twin}` shows it)")
+                          f"(`sml-sim replay --run {twin}`, with the same --db, shows it)")
         if self.view.synthetic:
             self.log_line(f"[black on yellow] SYNTHETIC [/] {escape(self.view.source)}")
         self.activity("replaying the periods before retraining, pre-training the initial model", 0.0)
