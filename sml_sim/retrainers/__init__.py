@@ -48,7 +48,7 @@ def scenario_params(name: str, method_params: dict[str, dict]) -> dict:
 # every other numeric setting with a positive default must be positive.
 _MAY_BE_ZERO = ("l1", "l2", "dropout", "epochs", "pretrain_epochs", "epochs_w_hat", "epochs_theta",
                 "serve_w_hat_epochs", "max_row_norm", "negatives", "conv_layers", "alpha")
-_FRACTIONS = {"dropout": 1.0, "alpha": 1.0 + 1e-12}  # below 1 (dropout), at most 1 (a fixed alpha)
+_BELOW_ONE, _AT_MOST_ONE = ("dropout",), ("alpha",)  # fractions (a fixed alpha may be 1)
 
 
 def check_value(label: str, value, default, choices: tuple[str, ...] | None = None) -> None:
@@ -74,8 +74,8 @@ def check_value(label: str, value, default, choices: tuple[str, ...] | None = No
         raise ValueError(f"{label} must be a whole number, not {value!r}")
     if value == 0 and default > 0 and key not in _MAY_BE_ZERO:
         raise ValueError(f"{label} must be positive, not {value!r}")
-    if key in _FRACTIONS and value >= _FRACTIONS[key]:
-        raise ValueError(f"{label} must be {'below' if key == 'dropout' else 'at most'} 1, not {value!r}")
+    if (key in _BELOW_ONE and value >= 1) or (key in _AT_MOST_ONE and value > 1):
+        raise ValueError(f"{label} must be {'below' if key in _BELOW_ONE else 'at most'} 1, not {value!r}")
 
 
 def allowed_values(key: str, default, choices: tuple[str, ...] | None = None) -> str:
@@ -85,8 +85,8 @@ def allowed_values(key: str, default, choices: tuple[str, ...] | None = None) ->
     if isinstance(default, str):
         return ", ".join(choices) if choices else "text"
     kind = "whole number" if isinstance(default, int) else "number"
-    if key in _FRACTIONS:
-        return f"{kind} from 0 to {'below ' if key == 'dropout' else ''}1"
+    if key in _BELOW_ONE + _AT_MOST_ONE:
+        return f"{kind} from 0 to {'below ' if key in _BELOW_ONE else ''}1"
     return f"{kind} >= 0" if key in _MAY_BE_ZERO or default == 0 else f"{kind} > 0"
 
 
