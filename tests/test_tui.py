@@ -595,3 +595,18 @@ async def test_with_a_method_paused_to_the_end_the_status_says_what_is_left(stor
         await pilot.pause()
         assert app.steps_done == done and not app.busy
         await pilot.press("q")
+
+
+async def test_a_tiny_terminal_keeps_the_table_rows_and_drops_the_charts(store, tmp_path):
+    """At 60x15 the charts (8 rows at least) left the table only its header row."""
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=(60, 15)) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.pause()
+        assert not app.query_one("#charts").display
+        table = app.query_one(ResultsTable)
+        assert table.region.height >= 1 + len(app.view.methods), table.region  # header + one row per method
+        await pilot.resize_terminal(100, 32)
+        await pilot.pause()
+        assert app.query_one("#charts").display
+        await pilot.press("q")

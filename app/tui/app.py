@@ -124,6 +124,16 @@ Screen.-narrow.-short #log {
 Screen.-narrow.-short ResultsTable {
     max-height: 8;
 }
+/* Under 20 rows the charts would crowd out the table's rows: the table and log come first. */
+Screen.-tiny #charts {
+    display: none;
+}
+Screen.-narrow.-tiny #log {
+    height: 3;
+}
+Screen.-narrow.-tiny ResultsTable {
+    max-height: 8;
+}
 """
 
 # Actions that only make sense on the main screen (not behind a modal).
@@ -185,7 +195,7 @@ class ReplayApp(App):
     CSS = CSS
     ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    VERTICAL_BREAKPOINTS = [(0, "-tiny"), (20, "-short"), (32, "-tall")]
     BINDINGS = [
         Binding("space", "step", "step", show=False),
         Binding("n", "step", "step"),
