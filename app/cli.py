@@ -796,11 +796,13 @@ def methods(
     table.add_column("setting", style="bold")
     table.add_column("default", justify="right")
     table.add_column("allowed")
+    table.add_column("meaning")
     for key, default in cls.defaults.items():
         value = preset.get(key, default)
         shown = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
         allowed = allowed_values(key, default, cls.choices.get(key))
-        table.add_row(key, escape(shown + (" (this variant)" if key in preset else "")), escape(allowed))
+        table.add_row(key, escape(shown + (" (this variant)" if key in preset else "")), escape(allowed),
+                      escape(cls.meanings.get(key, "")))
     out.print(table)
 
 

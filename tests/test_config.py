@@ -137,3 +137,11 @@ def test_a_bad_dataset_value_from_a_scenario_names_the_file(cli, tmp_path):
     r = cli("run", path, "--db", tmp_path / "x.db")
     assert r.exit_code == 2
     assert "--seed must be" in r.stderr and f"(settings from {path})" in r.stderr
+
+
+def test_every_setting_of_every_method_says_what_it_means(cli):
+    from sml_sim.retrainers import METHODS
+
+    for name, (cls, _, _) in METHODS.items():
+        assert set(cls.meanings) >= set(cls.defaults), (name, set(cls.defaults) - set(cls.meanings))
+    assert "0: full softmax" in cli("methods", "gru4rec").stdout

@@ -84,6 +84,7 @@ class Retrainer(ABC):
     # the allowed values of its text settings; ``check_params`` checks a scenario against both.
     defaults: dict = {}
     choices: dict[str, tuple[str, ...]] = {}
+    meanings: dict[str, str] = {}  # a few words per setting, for `sml-sim methods METHOD`
 
     @classmethod
     def settings_problem(cls, settings: dict) -> str | None:

@@ -48,6 +48,10 @@ class MFRetrainer(Retrainer):
 
     needs_initial_mf = True
     defaults: dict = {}
+    meanings = {"epochs": "passes over its training data per period (0: the model stays as it is)",
+                "lr": "Adam learning rate", "l2": "L2 on the batch's rows (0: none)",
+                "batch_size": "interactions per step",
+                "reservoir": "past positives kept and replayed with each new period"}
 
     def start(self, ctx: ReplayContext, initial=None) -> None:
         super().start(ctx)

@@ -190,6 +190,12 @@ class GRU4Rec(SequentialRetrainer):
     """GRU4Rec: windowed sequence training, sampled-softmax cross-entropy, full retrain each period."""
 
     kind = "gru4rec"
+    meanings = {"hidden": "GRU state size", "emb_dim": "item embedding size",
+                "max_len": "history items a sequence keeps", "dropout": "dropout on embeddings and states",
+                "negatives": "sampled negatives per batch (0: full softmax over the items seen)",
+                "epochs": "epochs over all history at each period", "pretrain_epochs": "epochs before the first period",
+                "lr": "Adam learning rate", "l2": "weight decay", "batch_size": "sequences per step",
+                "init_std": "std of the initial embeddings"}
     defaults = {"hidden": 64, "emb_dim": 64, "max_len": 50, "dropout": 0.4, "negatives": 256,
                 "epochs": 2, "pretrain_epochs": 10, "lr": 0.002, "l2": 0.0, "batch_size": 64,
                 "init_std": 0.1}
@@ -262,6 +268,12 @@ class Caser(SequentialRetrainer):
     """Caser: convolutional sequence embedding, pre-trained once, fine-tuned on each new period."""
 
     kind = "caser"
+    meanings = {"d": "embedding size", "L": "previous items the convolution reads",
+                "T": "next items predicted per window", "n_v": "vertical filters", "n_h": "horizontal filters per height",
+                "dropout": "dropout before the output layer", "neg_per_target": "sampled negatives per target",
+                "epochs": "epochs on each new period", "pretrain_epochs": "epochs before the first period",
+                "lr": "Adam learning rate", "l2": "weight decay", "batch_size": "windows per step",
+                "init_std": "std of the initial embeddings"}
     defaults = {"d": 50, "L": 5, "T": 3, "n_v": 4, "n_h": 16, "dropout": 0.5, "neg_per_target": 3,
                 "epochs": 10, "pretrain_epochs": 30, "lr": 0.001, "l2": 1e-6, "batch_size": 512,
                 "init_std": 0.02}

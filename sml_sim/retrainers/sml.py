@@ -121,6 +121,24 @@ class SML(Retrainer):
         "max_row_norm": 0.0,        # > 0: rows of W_t longer than this are scaled down to it (0: off, as the paper)
     }
 
+    meanings = {
+        "transfer": "the transfer network (paper 3.2)", "n1": "first conv layer's 3x1 filters",
+        "n2": "filters of each further conv layer", "conv_layers": "conv layers (paper 4.4.2)",
+        "fc_size": "FC layer size d_f (eq. 6)", "use_conv": "false: SML-CNN", "use_fc": "false: SML-FC",
+        "detach_product": "product row of eq. 4 uses W_hat detached (the authors' code)",
+        "alpha": "weighted-sum weight of W_{t-1}", "learn_alpha": "weighted sum: learn alpha",
+        "mlp_hidden": "MLP transfer's hidden size", "outer_iters": "alternations of steps 1 and 2 per period",
+        "epochs_w_hat": "step 1 epochs per outer iteration (0: skipped)",
+        "epochs_theta": "step 2 epochs per outer iteration (0: skipped)", "lr_w_hat": "Adam lr of W_hat",
+        "lr_theta": "Adam lr of Theta", "l1": "L2 on W_hat's batch rows (eq. 8)", "l2": "Theta's weight decay",
+        "batch_w_hat": "interactions per step-1 batch", "batch_theta": "interactions per step-2 batch",
+        "serve_w_hat_epochs": "Algorithm 2 line 8 epochs (0: as epochs_w_hat)",
+        "theta_init": "Theta's initialisation", "theta_on": "current: SML-N",
+        "freeze_theta_serving": "true: SML-S", "w_hat_through_transfer": "false: SML-FP",
+        "idle_rows": "keep: rows idle in D_t keep W_{t-1} (not the paper)",
+        "theta_negatives": "step 2's negative pool: the period's items or all seen",
+        "max_row_norm": "bound on W_t's row length (0: off, as the paper)",
+    }
     choices = {
         "transfer": ("cnn", "weighted-sum", "mlp"), "theta_init": ("pytorch", "he"),
         "theta_on": ("next", "current"), "idle_rows": ("transfer", "keep"),
