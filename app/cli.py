@@ -782,11 +782,9 @@ def methods(
         out.print(escape("`sml-sim methods METHOD` lists a method's settings (a scenario's [methods.METHOD] keys)."))
         return
     if name not in METHODS:
-        import difflib
+        from sml_sim.suggest import did_you_mean
 
-        close = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown method {name!r}{hint}; known: {', '.join(METHODS)}")
+        raise UserError(f"unknown method {name!r}{did_you_mean(name, METHODS)}; known: {', '.join(METHODS)}")
     cls, preset, desc = METHODS[name]
     out.print(f"[bold]{name}[/]: {escape(desc)}")
     if not cls.defaults:

@@ -21,13 +21,13 @@ edit it::
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sml_sim.data.base import DataError
 from sml_sim.data.protocols import PROTOCOLS, DatasetSpec
+from sml_sim.suggest import did_you_mean, nearest
 
 # [dataset.csv] keys (the csv reader's options; the command line's --user-col etc.), with their types.
 CSV_KEYS = {"user_col": "", "item_col": "", "time_col": "", "time_format": "", "delimiter": "", "header": True}
@@ -94,9 +94,8 @@ def _table(doc: dict, path: Path, name: str) -> dict:
 def _unknown(path: Path, where: str, keys, allowed) -> None:
     unknown = sorted(set(keys) - set(allowed))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(allowed), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"{path}: unknown {where} key(s) {', '.join(unknown)}{hint}; allowed: {', '.join(allowed)}")
+        raise DataError(f"{path}: unknown {where} key(s) {', '.join(unknown)}{did_you_mean(unknown[0], allowed)}; "
+                        f"allowed: {', '.join(allowed)}")
 
 
 def _check_types(path: Path, where: str, values: dict, types: dict) -> None:
@@ -195,13 +194,11 @@ def validate_methods(cfg: RunConfig) -> None:
             if "kind" in section:
                 kind = section["kind"]
                 if not isinstance(kind, str) or kind not in METHODS:
-                    close = difflib.get_close_matches(str(kind), list(METHODS), n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise DataError(f"[methods.{name}] kind {kind!r} is not a method{hint}; known: "
+                    raise DataError(f"[methods.{name}] kind {kind!r} is not a method{did_you_mean(kind, METHODS)}; known: "
                                     f"{', '.join(METHODS)}")
             elif name not in METHODS:  # a typo in a section name hides its settings
-                close = difflib.get_close_matches(name, list(METHODS), n=1)
-                hint = f"did you mean [methods.{close[0]}]? " if close else ""
+                close = nearest(name, METHODS)
+                hint = f"did you mean [methods.{close}]? " if close else ""
                 raise DataError(f"[methods.{name}] names no method: {hint}a section for a new name needs a "
                                 f"kind, e.g. kind = \"full\"")
             else:  # a variant is defined by its preset: changing it makes another method under its name
@@ -222,9 +219,7 @@ def validate_methods(cfg: RunConfig) -> None:
         kind = cfg.method_params.get(m, {}).get("kind", m)
         if kind not in METHODS:
             named = [n for n, sec in cfg.method_params.items() if "kind" in sec]
-            close = difflib.get_close_matches(m, list(METHODS) + named, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise DataError(f"unknown method {m!r}{hint}; known: {', '.join(list(METHODS) + named)} (or a "
+            raise DataError(f"unknown method {m!r}{did_you_mean(m, list(METHODS) + named)}; known: {', '.join(list(METHODS) + named)} (or a "
                             "scenario [methods.NAME] section with a kind)")
         if m in seen:
             raise DataError(f"method {m!r} is listed twice")

@@ -3,11 +3,11 @@ name whose scenario section sets ``kind`` to one of them (e.g. ``[methods.full-5
 
 from __future__ import annotations
 
-import difflib
 import math
 
 from sml_sim.retrainers.base import Retrainer
 from sml_sim.retrainers.mf_methods import SPMF, FineTune, FullRetrain, MostPopular, RandomScores
+from sml_sim.suggest import did_you_mean
 
 METHODS: dict[str, tuple[type[Retrainer], dict, str]] = {
     "full": (FullRetrain, {}, "Full-retrain: MF on all periods so far, warm-started"),
@@ -103,10 +103,8 @@ def check_params(name: str, params: dict, where: str | None = None) -> None:
     cls = METHODS[kind][0]
     for key, value in params.items():
         if key not in cls.defaults:
-            close = difflib.get_close_matches(key, list(cls.defaults), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             takes = ", ".join(cls.defaults) if cls.defaults else "no settings"
-            raise ValueError(f"{where}: unknown setting {key!r}{hint}; {kind} takes {takes}")
+            raise ValueError(f"{where}: unknown setting {key!r}{did_you_mean(key, cls.defaults)}; {kind} takes {takes}")
         check_value(f"{where} {key}", value, cls.defaults[key], cls.choices.get(key))
     problem = cls.settings_problem({**cls.defaults, **METHODS[kind][1], **params})
     if problem:
