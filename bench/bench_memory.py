@@ -44,6 +44,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.no_trim:
         engine_module.release_freed_memory = lambda: None
+    trims: list[float] = []  # seconds of each malloc_trim the engine makes
+    real_trim = engine_module._MALLOC_TRIM
+    if real_trim is not None:
+        def timed_trim(pad: int) -> int:
+            t0 = time.perf_counter()
+            try:
+                return real_trim(pad)
+            finally:
+                trims.append(time.perf_counter() - t0)
+
+        engine_module._MALLOC_TRIM = timed_trim
 
     ds = load_dataset(DatasetSpec(args.dataset, data=args.data, scale=args.scale))
     engine = ReplayEngine(ds, [MethodSpec(m, {}) for m in args.methods.split(",")], seed=0, device="cpu")
@@ -67,6 +78,8 @@ def main() -> None:
     print("period: " + "  ".join(f"{t}:{after[t]:.0f}" for t in periods))
     first, last = after[periods[0]], after[periods[-1]]
     print(f"first retraining period {first:.0f} MiB, last {last:.0f} MiB, max {max(after.values()):.0f} MiB")
+    if trims:
+        print(f"heap trims: {len(trims)}, {min(trims) * 1000:.1f}-{max(trims) * 1000:.1f} ms each")
     print("retraining + evaluation seconds over the replay: "
           + ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()))
     print(f"first touch of 100 MB of fresh memory: {first_touch_ms():.1f} ms; once mapped: "
@@ -76,7 +89,7 @@ def main() -> None:
 def first_touch_ms(mapped: bool = False, mib: int = 100) -> float:
     """Milliseconds to fill ``mib`` MiB of memory just handed back to the OS (page faults), or of
     memory still mapped."""
-    trim = engine_module._MALLOC_TRIM
+    trim = engine_module._malloc_trim()
     best = float("inf")
     for _ in range(3):
         block = torch.empty(mib * 2**18)
