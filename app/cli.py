@@ -734,8 +734,9 @@ def export(
     run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The run to export (see `sml-sim runs`).")],
     out_path: Annotated[Path, typer.Option("--out", help="CSV file to write; - for standard output.")],
     cases: Annotated[bool, typer.Option("--cases", help="One row per scored case (every period and method, "
-                                        "with its split) and its 0-based ranks (0 = first; a hit at K is a "
-                                        "rank below K) instead.")] = False,
+                                        "with its split): the user and item (dense ids and the data's own ids) "
+                                        "and its 0-based ranks (0 = first; a hit at K is a rank below K) "
+                                        "instead.")] = False,
     filters: Annotated[bool, typer.Option("--filters", help="SML's learned first-layer transfer filters "
                                           "(paper Figure 7) for the last period.")] = False,
     db: DbOpt = None,
@@ -748,10 +749,14 @@ def export(
         raise UserError("give --cases or --filters, not both")
     out_path = checked_out_path(out_path)
     store = Store(db, reading=True)
-    store.run(run_id)  # clear error when the run does not exist
+    run = store.run(run_id)  # clear error when the run does not exist
     if cases:
-        n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id), store.results(run_id))
+        raw_ids = store.raw_ids(run.dataset_id)
+        n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id), store.results(run_id), raw_ids)
         wrote(n, "case rows", out_path)
+        if raw_ids is None:
+            err.print("note: raw_user and raw_item are empty: this dataset was stored by an earlier sml-sim, "
+                      "which kept only the dense ids (ingest it again into a new --db to get them)")
     elif filters:
         try:
             n = report.write_filters_csv(out_path, run_id, store.results(run_id))

@@ -65,6 +65,20 @@ class InteractionRow(Base):
     ts: Mapped[int] = mapped_column(Integer)
 
 
+class RawIdsRow(Base):
+    """The source's own ids of the users and items first seen in one period (their dense ids are
+    the next ones in order), stored with the period: as zlib-compressed JSON lists of strings."""
+
+    __tablename__ = "raw_ids"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    period: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_user: Mapped[int] = mapped_column(Integer)  # dense id of the first user in ``users``
+    first_item: Mapped[int] = mapped_column(Integer)
+    users: Mapped[bytes] = mapped_column(LargeBinary)
+    items: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class RunRow(Base):
     __tablename__ = "runs"
 

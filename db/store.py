@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from db.models import (
     EvalCasesRow,
     InteractionRow,
     PeriodRow,
+    RawIdsRow,
     ResultRow,
     RunRow,
 )
@@ -269,6 +271,7 @@ class Store:
                                 dataset.users[lo:hi].tolist(), dataset.items[lo:hi].tolist(),
                                 dataset.times[lo:hi].tolist()))
                 conn.exec_driver_sql(_INSERT_INTERACTIONS[conn.dialect.paramstyle == "qmark"], rows)
+            Store._write_raw_ids(conn, dataset_id, dataset, t)
             st = stats[t]
             conn.execute(PeriodRow.__table__.insert().values(
                 dataset_id=dataset_id, index=t, split=st["split"], start_ts=st["start"], end_ts=st["end"],
@@ -279,6 +282,34 @@ class Store:
             if progress:
                 progress(t)
         return written
+
+    @staticmethod
+    def _write_raw_ids(conn, dataset_id: int, dataset, t: int) -> None:
+        if dataset.user_raw is None or dataset.item_raw is None:
+            return
+        ends = dataset.first_seen_ends
+        lo = [int(e[t - 1]) if t > 0 else 0 for e in ends]
+        hi = [int(e[t]) for e in ends]
+        if hi == lo:
+            return
+        pack = [zlib.compress(json.dumps(names[a:b].tolist()).encode())
+                for names, a, b in zip((dataset.user_raw, dataset.item_raw), lo, hi)]
+        conn.execute(RawIdsRow.__table__.insert().values(
+            dataset_id=dataset_id, period=t, first_user=lo[0], first_item=lo[1], users=pack[0], items=pack[1]))
+
+    def raw_ids(self, dataset_id: int) -> tuple[list[str], list[str]] | None:
+        """The source's id of every stored user and item (index: dense id), or None where the
+        dataset was stored by an earlier version, which did not keep them."""
+        users: list[str] = []
+        items: list[str] = []
+        with self.session() as s:
+            rows = s.scalars(select(RawIdsRow).where(RawIdsRow.dataset_id == dataset_id).order_by(RawIdsRow.period))
+            for r in rows:
+                if r.first_user != len(users) or r.first_item != len(items):
+                    return None  # a gap: periods stored before raw ids were kept
+                users += json.loads(zlib.decompress(r.users))
+                items += json.loads(zlib.decompress(r.items))
+        return (users, items) if users else None
 
     def latest_dataset(self, name: str) -> dict | None:
         with self.session() as s:

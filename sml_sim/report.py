@@ -22,10 +22,11 @@ RESULT_COLUMNS = [
     "full_recall@5", "full_recall@10", "full_recall@20", "full_ndcg@5", "full_ndcg@10", "full_ndcg@20",
     "retrain_s", "eval_s", "error",
 ]
-# Ranks are 0-based (0 = ranked first): a case is a hit at K when its rank is below K. Users and items
-# are the dataset's dense ids (numbered in order of first appearance), not the file's raw ids.
-CASE_COLUMNS = ["run_id", "method", "period", "split", "in_sample", "user", "item", "sampled_rank", "full_rank",
-                "user_type", "item_type"]
+# Ranks are 0-based (0 = ranked first): a case is a hit at K when its rank is below K. ``user`` and
+# ``item`` are the dataset's dense ids (numbered in order of first appearance); ``raw_user`` and
+# ``raw_item`` the source file's own ids (the generator's, for synthetic streams).
+CASE_COLUMNS = ["run_id", "method", "period", "split", "in_sample", "user", "item", "raw_user", "raw_item",
+                "sampled_rank", "full_rank", "user_type", "item_type"]
 TABLE_METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
 GROUPS = [("old", "old"), ("old", "new"), ("new", "old"), ("new", "new")]
 
@@ -121,10 +122,13 @@ def write_results_csv(path, meta: ExportMeta, results: list[dict]) -> int:
     return len(results)
 
 
-def write_cases_csv(path, run_id: int, case_ranks: Iterable[dict], results: list[dict]) -> int:
+def write_cases_csv(path, run_id: int, case_ranks: Iterable[dict], results: list[dict],
+                    raw_ids: tuple[list[str], list[str]] | None = None) -> int:
     """One row per scored case of every period and method (training periods included: ``split`` and
-    ``in_sample`` say which rows a validation or test figure uses)."""
+    ``in_sample`` say which rows a validation or test figure uses). ``raw_ids`` (the source's id of
+    each dense user and item id) fills the raw columns; without it they are left empty."""
     about = {(r["method"], r["period"]): (r["split"], int(r["in_sample"])) for r in results}
+    raw_users, raw_items = (np.asarray(ids, dtype=object) for ids in raw_ids) if raw_ids else (None, None)
     n = 0
     with open_out(path) as f:
         w = _writer(f)
@@ -134,8 +138,10 @@ def write_cases_csv(path, run_id: int, case_ranks: Iterable[dict], results: list
             it = np.where(c["new_item"], "new", "old")
             split, in_sample = about.get((c["method"], c["period"]), ("", ""))
             k = len(ut)
+            ru = raw_users[c["users"]].tolist() if raw_users is not None else [""] * k
+            ri = raw_items[c["items"]].tolist() if raw_items is not None else [""] * k
             w.writerows(zip([run_id] * k, [c["method"]] * k, [c["period"]] * k, [split] * k, [in_sample] * k,
-                            c["users"].tolist(), c["items"].tolist(), c["sampled_rank"].tolist(),
+                            c["users"].tolist(), c["items"].tolist(), ru, ri, c["sampled_rank"].tolist(),
                             c["full_rank"].tolist(), ut.tolist(), it.tolist()))
             n += k
     return n

@@ -20,7 +20,8 @@ from sml_sim.evaluation import metrics_from_ranks
 
 RESULT_COLUMNS = ("run_id,dataset,source,method,period,split,n_cases,recall@5,recall@10,recall@20,ndcg@5,ndcg@10,"
                   "ndcg@20,full_recall@20,full_ndcg@20,retrain_s,eval_s").split(",")
-CASE_COLUMNS = "run_id,method,period,split,in_sample,user,item,sampled_rank,full_rank,user_type,item_type".split(",")
+CASE_COLUMNS = ("run_id,method,period,split,in_sample,user,item,raw_user,raw_item,sampled_rank,full_rank,user_type,"
+                "item_type").split(",")
 METHODS = ["full", "fine", "spmf", "pop", "random"]
 
 
@@ -133,6 +134,22 @@ def test_export_cases_columns_and_recomputed_metrics(cli, finished_run, tmp_path
     for period, per_method in by_period.items():
         first = next(iter(per_method.values()))
         assert all(v == first for v in per_method.values()), period
+
+
+def test_exported_cases_name_the_files_own_ids(cli, finished_run, tmp_path):
+    """raw_user / raw_item map every case back to an interaction of the csv (ids "u7", "i42")."""
+    cases = tmp_path / "c.csv"
+    assert cli("export", "1", "--out", cases, "--cases", "--db", finished_run["db"]).exit_code == 0
+    with open(finished_run["folder"] / "clirun.csv") as f:
+        pairs = {(r["user"], r["item"]) for r in csv.DictReader(f)}
+    raw_of_user, raw_of_item = {}, {}
+    for c in _read_csv(cases):
+        assert (c["raw_user"], c["raw_item"]) in pairs
+        # one raw id per dense id and back
+        assert raw_of_user.setdefault(c["user"], c["raw_user"]) == c["raw_user"]
+        assert raw_of_item.setdefault(c["item"], c["raw_item"]) == c["raw_item"]
+    assert len(set(raw_of_user.values())) == len(raw_of_user) > 10
+    assert len(set(raw_of_item.values())) == len(raw_of_item) > 10
 
 
 def test_cases_types_match_the_stream(cli, finished_run, tmp_path):

@@ -113,6 +113,8 @@ def test_yelp_filters_users_below_10_items_below_20(tmp_path):
     assert uc["ten"] == 10 and "ten" in {u for u, _ in kept}
     assert "nine" not in {u for u, _ in kept}
     assert "item20" in {b for _, b in kept} and "item19" not in {b for _, b in kept}
+    # the file's own ids survive filtering: each stored (dense) interaction maps back to a kept review
+    assert sorted(zip(ds.user_raw[ds.users], ds.item_raw[ds.items])) == sorted(kept)
     assert ds.n_periods == 40 and ds.split.train == (0, 29) and ds.split.retrain_start == 10
 
 
@@ -132,6 +134,7 @@ def test_dense_ids_follow_first_appearance_in_time(tmp_path):
     assert ds.users.tolist() == [uid[u] for u, _, _ in by_time]
     assert ds.items.tolist() == [iid[m] for _, m, _ in by_time]
     assert ds.times.tolist() == [t for _, _, t in by_time]
+    assert ds.user_raw.tolist() == list(uid) and ds.item_raw.tolist() == list(iid)
     # equal-count cut: 8 interactions in 4 periods of 2
     assert ds.periods.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
@@ -242,6 +245,7 @@ def test_adressa_drops_non_articles_and_zero_reading_time(tmp_path):
     assert len(ds.users) == 3
     assert ds.n_items == 3 and ds.n_users == 3
     assert sorted(ds.times.tolist()) == sorted([events[0][2], events[1][2], events[7][2]])
+    assert sorted(ds.user_raw.tolist()) == ["a", "b", "h"] and sorted(ds.item_raw.tolist()) == ["art1", "art2", "art6"]
     assert ds.skipped_lines == 1
     assert ds.n_periods == 6
     notes = " ".join(ds.notes)

@@ -47,8 +47,8 @@ def one_thread():
 def make_dataset(users, items, n_periods=10, split=(6, 2, 2), start=3, name="tiny") -> Dataset:
     """A Dataset from time-ordered interactions: ids densified in order of first appearance and the
     stream cut into equal-count periods."""
-    users, n_users = densify(np.asarray(users, dtype=np.int64))
-    items, n_items = densify(np.asarray(items, dtype=np.int64))
+    users, n_users, _ = densify(np.asarray(users, dtype=np.int64))
+    items, n_items, _ = densify(np.asarray(items, dtype=np.int64))
     n = len(users)
     periods = (np.arange(n) * n_periods // n).astype(np.int32)
     return Dataset(name=name, source="test", is_synthetic=True, params={}, users=users, items=items,

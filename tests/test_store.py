@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +49,8 @@ def test_writing_periods_twice_never_duplicates(store, dataset):
     assert [r.seq for r in rows] == list(range(len(dataset.users)))
     assert [r.user for r in rows] == dataset.users.tolist()
     assert [r.item for r in rows] == dataset.items.tolist()
+    # the raw ids arrived with their periods, each once
+    assert store.raw_ids(did) == (dataset.user_raw.tolist(), dataset.item_raw.tolist())
     assert [r.ts for r in rows] == dataset.times.tolist()
     assert [r.period for r in rows] == dataset.periods.tolist()
     with store.session() as s:
@@ -165,8 +168,6 @@ def test_adressa_with_an_empty_period_is_stored(cli, tmp_path, db_counts):
 
 
 def test_write_empty_period_directly(store, make_dataset):
-    import numpy as np
-
     from sml_sim.data.base import Dataset, Split
 
     ds0 = make_dataset(n=40, periods=4, split=(2, 1, 1), retrain_start=1)
@@ -391,3 +392,25 @@ def test_a_missing_database_driver_says_what_to_install():
         pytest.skip("psycopg is installed here")
     with pytest.raises(StoreError, match=r"Python driver \(psycopg\) is not installed; install it"):
         Store("postgresql+psycopg://user@localhost/none")
+
+
+def test_raw_ids_are_stored_period_by_period(store, make_dataset):
+    """The source's ids of the users and items first seen in a period are stored with it; a store
+    missing the early periods' ids (written by an earlier version) says it has none."""
+    users, items = np.array([5, 9, 5, 7, 9, 3, 3, 5]), np.array([40, 41, 42, 40, 43, 44, 45, 40])
+    ds = make_dataset(users, items, np.arange(8), periods=4, split=(2, 1, 1), retrain_start=1)
+    raw = (["5", "9", "7", "3"], ["40", "41", "42", "43", "44", "45"])
+    assert (ds.user_raw.tolist(), ds.item_raw.tolist()) == raw
+    did = store.register_dataset(ds, "raw")
+    store.write_periods(did, ds, [0])
+    assert store.raw_ids(did) == (["5", "9"], ["40", "41"])
+    store.write_periods(did, ds, [1, 2, 3])
+    assert store.raw_ids(did) == raw
+
+    late = store.register_dataset(ds, "raw-late")
+    kept = ds.user_raw, ds.item_raw
+    ds.user_raw = ds.item_raw = None  # periods 0-1 stored without raw ids
+    store.write_periods(late, ds, [0, 1])
+    ds.user_raw, ds.item_raw = kept
+    store.write_periods(late, ds, [2, 3])
+    assert store.raw_ids(late) is None

@@ -9,6 +9,7 @@ period where retraining starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -94,13 +95,19 @@ def parse_split(text: str) -> tuple[int, int, int]:
 
 @dataclass
 class RawStream:
-    """What a reader yields before filtering: ids are any non-negative ints, times unix seconds."""
+    """What a reader yields before filtering: ids are any non-negative ints, times unix seconds.
+
+    ``user_names[k]`` is the file's own id behind the int ``k`` (readers intern string ids); without
+    names the int itself is the raw id (the synthetic streams).
+    """
 
     users: np.ndarray
     items: np.ndarray
     times: np.ndarray
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    user_names: list[str] | None = None
+    item_names: list[str] | None = None
 
 
 @dataclass
@@ -133,6 +140,9 @@ class Dataset:
     skipped_lines: int = 0
     notes: list[str] = field(default_factory=list)
     period_bounds: list[tuple[int, int]] | None = None  # (start, end) unix seconds, end exclusive
+    # The source's own id of each dense id (str), to map exported cases back to the data.
+    user_raw: np.ndarray | None = None
+    item_raw: np.ndarray | None = None
     offsets: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,6 +178,21 @@ class Dataset:
         first_i[self.items[::-1]] = self.periods[::-1]
         return first_u, first_i
 
+    @cached_property
+    def first_seen_ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per period t, one past the largest user / item id seen by the end of t. Dense ids are
+        numbered in order of first appearance, so the ids first seen in period t are the range
+        [ends[t-1], ends[t])."""
+        ends = []
+        for ids in (self.users, self.items):
+            last = np.full(self.n_periods, -1, dtype=np.int64)
+            for t in range(self.n_periods):
+                lo, hi = int(self.offsets[t]), int(self.offsets[t + 1])
+                if hi > lo:
+                    last[t] = ids[lo:hi].max()
+            ends.append(np.maximum.accumulate(last) + 1)
+        return ends[0], ends[1]
+
     def period_stats(self) -> list[dict]:
         first_u, first_i = self.first_periods()
         new_u = np.bincount(first_u, minlength=self.n_periods + 1)[: self.n_periods]
@@ -202,14 +227,22 @@ class Dataset:
         }
 
 
-def densify(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Map ids to 0..n-1 in order of first appearance (``values`` must already be in time order)."""
+def densify(values: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Map ids to 0..n-1 in order of first appearance (``values`` must already be in time order).
+    Also returns the value behind each new id."""
     uniq, first_idx, inverse = np.unique(values, return_index=True, return_inverse=True)
     # Rank the unique values by where they first occur, so ids grow with arrival time.
     order = np.argsort(first_idx, kind="stable")
     rank = np.empty(len(uniq), dtype=np.int64)
     rank[order] = np.arange(len(uniq), dtype=np.int64)
-    return rank[inverse].astype(np.int64), len(uniq)
+    return rank[inverse].astype(np.int64), len(uniq), uniq[order]
+
+
+def _raw_names(values: np.ndarray, names: list[str] | None) -> np.ndarray:
+    """The source's ids (str) of the raw ints ``values``."""
+    if names is None:
+        return values.astype(str).astype(object)
+    return np.asarray(names, dtype=object)[values]
 
 
 def filter_counts(raw: RawStream, min_user: int, min_item: int) -> RawStream:
@@ -225,7 +258,8 @@ def filter_counts(raw: RawStream, min_user: int, min_item: int) -> RawStream:
     if min_item > 1:
         _, inv, cnt = np.unique(raw.items, return_inverse=True, return_counts=True)
         keep &= cnt[inv] >= min_item
-    return RawStream(raw.users[keep], raw.items[keep], raw.times[keep], raw.skipped, raw.notes)
+    return RawStream(raw.users[keep], raw.items[keep], raw.times[keep], raw.skipped, raw.notes,
+                     raw.user_names, raw.item_names)
 
 
 def equal_count_periods(n: int, n_periods: int) -> np.ndarray:
@@ -261,8 +295,8 @@ def build_dataset(
     periods, bounds = cut(times)
     n_periods = int(periods.max()) + 1 if bounds is None else len(bounds)
     # Periods are non-decreasing in time, so this sort keeps time order inside each period.
-    users, n_users = densify(filtered.users[order])
-    items, n_items = densify(filtered.items[order])
+    users, n_users, user_values = densify(filtered.users[order])
+    items, n_items, item_values = densify(filtered.items[order])
     split = split_for(n_periods)
     notes = list(raw.notes)
     if not is_synthetic:
@@ -275,6 +309,7 @@ def build_dataset(
         users=users, items=items, times=times, periods=periods.astype(np.int32),
         n_users=n_users, n_items=n_items, split=split, skipped_lines=raw.skipped,
         notes=notes, period_bounds=bounds,
+        user_raw=_raw_names(user_values, filtered.user_names), item_raw=_raw_names(item_values, filtered.item_names),
     )
 
 

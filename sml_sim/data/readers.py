@@ -48,6 +48,10 @@ class _Interner:
             value = ids[key] = len(ids)
         return value
 
+    def names(self) -> list[str]:
+        """The raw ids in the order of their ints (dicts keep insertion order)."""
+        return list(self.ids)
+
 
 def _require_file(path: Path, what: str) -> Path:
     if not path.exists():
@@ -57,13 +61,16 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
-def _columns(users: array, items: array, times: array, skipped: int, notes: list[str]) -> RawStream:
+def _columns(users: array, items: array, times: array, skipped: int, notes: list[str],
+             user_id: _Interner, item_id: _Interner) -> RawStream:
     return RawStream(
         np.frombuffer(users, dtype=np.int64).copy(),
         np.frombuffer(items, dtype=np.int64).copy(),
         np.frombuffer(times, dtype=np.int64).copy(),
         skipped,
         notes,
+        user_names=user_id.names(),
+        item_names=item_id.names(),
     )
 
 
@@ -163,7 +170,7 @@ def read_yelp(path: Path, progress: Progress | None = None) -> RawStream:
     time_note = bad_times.check(path, "review date(s)", len(times))
     notes = [f"skipped {skipped} malformed or truncated line(s)"] if skipped else []
     _time_note(notes, time_note)
-    return _columns(users, items, times, skipped + bad_times.count, notes)
+    return _columns(users, items, times, skipped + bad_times.count, notes, user_id, item_id)
 
 
 def adressa_day_files(folder: Path) -> list[Path]:
@@ -234,7 +241,7 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
     if skipped:
         notes.append(f"skipped {skipped} malformed line(s)")
     notes += time_notes
-    return _columns(users, items, times, skipped, notes)
+    return _columns(users, items, times, skipped, notes, user_id, item_id)
 
 
 def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
@@ -280,7 +287,7 @@ def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
                                     "--time-format unix-ms")
     notes = [f"skipped {skipped} malformed line(s)"] if skipped else []
     _time_note(notes, time_note)
-    return _columns(users, items, times, skipped + bad_times.count, notes)
+    return _columns(users, items, times, skipped + bad_times.count, notes, user_id, item_id)
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -451,7 +458,7 @@ def read_csv(
     if time_format == "unix-ms" and times and max(times) < 62 * 86400:  # all before March 1970
         notes.append("every time falls in the first two months of 1970: if the values are unix seconds, "
                      "read them with --time-format unix")
-    return _columns(users, items, times, skipped + bad_times.count, notes)
+    return _columns(users, items, times, skipped + bad_times.count, notes, user_id, item_id)
 
 
 def data_root() -> Path:
