@@ -580,32 +580,37 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
         if not means:
             continue
         best = report.best_method(means)
-        table = Table(title=f"mean over {split} periods", title_justify="left", box=None, pad_edge=False)
+        reference = report.ri_reference(means) if split == "test" else None
+        ri = report.paper_ri(means, reference) if reference else {}
+        title = f"mean over {split} periods"
+        if ri:
+            title += (f" (RI: relative improvement of {reference} over the method in %, the mean over K = 5, 10, "
+                      "20, as in the paper's Table 1)")
+        table = Table(title=title, title_justify="left", box=None, pad_edge=False)
         table.add_column("method", style="bold")
-        for k in report.TABLE_METRICS + ["full_recall@20", "full_ndcg@20", "retrain_s"]:
+        columns = report.TABLE_METRICS + ["full_recall@20", "full_ndcg@20"]
+        for k in columns:
             table.add_column(k.replace("recall", "R").replace("ndcg", "N").replace("full_", "full "),
                              justify="right")
+            if ri and k in ("recall@20", "ndcg@20"):
+                table.add_column(f"RI {k[0].upper()}", justify="right")
+        table.add_column("retrain_s", justify="right")
         for method in sorted(means, key=lambda m: -means[m]["recall@20"]):
             m = means[method]
-            style = "green" if method == best else None
-            table.add_row(method, *[f"{m[k]:.4f}" for k in report.TABLE_METRICS + ["full_recall@20", "full_ndcg@20"]],
-                          f"{m['retrain_s']:.2f}", style=style)
+            cells = []
+            for k in columns:
+                cells.append(f"{m[k]:.4f}")
+                if ri and k in ("recall@20", "ndcg@20"):
+                    value = ri.get(method, {}).get(k.split("@")[0])
+                    cells.append("" if value is None else "-" if value != value else f"{value:+.1f}")
+            table.add_row(method, *cells, f"{m['retrain_s']:.2f}", style="green" if method == best else None)
         out.print(table)
         if split == "test":
-            ri = report.relative_improvements(means, best)
-            if ri:
-                t2 = Table(title=f"relative improvement of {best} over each method (%)", title_justify="left",
-                           box=None, pad_edge=False)
-                t2.add_column("over", style="bold")
-                for k in report.TABLE_METRICS:
-                    t2.add_column(k.replace("recall", "R").replace("ndcg", "N"), justify="right")
-                for method, row in ri.items():
-                    t2.add_row(method, *[f"{row[k]:+.1f}" for k in report.TABLE_METRICS])
-                out.print(t2)
             bd = report.breakdown(store.case_ranks(run_id), results, split)
             if bd:
                 groups = [f"{u} user x {i} item" for u, i in report.GROUPS]
-                t3 = Table(title="test Recall@20 by old/new user x old/new item (cases)", title_justify="left",
+                t3 = Table(title="test Recall@20 by old/new user x old/new item (all test periods' cases pooled; "
+                           "cases in brackets)", title_justify="left",
                            box=None, pad_edge=False)
                 t3.add_column("method", style="bold")
                 for g in groups:

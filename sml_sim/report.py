@@ -61,7 +61,7 @@ def split_means(results: list[dict], split: str = "test") -> dict[str, dict[str,
 
 
 def relative_improvements(means: dict[str, dict[str, float]], reference: str) -> dict[str, dict[str, float]]:
-    """(reference - other) / other per metric, in percent: the paper's 'RI' row."""
+    """(reference - other) / other in percent, per metric and K (the TUI shows the chosen one)."""
     ref = means.get(reference)
     if ref is None:
         return {}
@@ -71,6 +71,19 @@ def relative_improvements(means: dict[str, dict[str, float]], reference: str) ->
             continue
         out[method] = {k: (100.0 * (ref[k] - m[k]) / m[k]) if m[k] > 0 else float("nan") for k in TABLE_METRICS}
     return out
+
+
+def paper_ri(means: dict[str, dict[str, float]], reference: str) -> dict[str, dict[str, float]]:
+    """The paper's Table 1 'RI': per method, the reference's relative improvement (percent) averaged
+    over K = 5, 10, 20, once for Recall and once for NDCG (Table 1's figures are these means; e.g.
+    Adressa, SML over Full-retrain: 468.7, 314.6 and 175.8% at K = 5, 10, 20 give its 319.7%)."""
+    return {method: {kind: float(np.mean([row[f"{kind}@{k}"] for k in KS])) for kind in ("recall", "ndcg")}
+            for method, row in relative_improvements(means, reference).items()}
+
+
+def ri_reference(means: dict[str, dict[str, float]], metric: str = "recall@20") -> str | None:
+    """Whose improvement RI shows: SML's when it ran (the paper's tables), else the best method's."""
+    return "sml" if "sml" in means else best_method(means, metric)
 
 
 def best_method(means: dict[str, dict[str, float]], metric: str = "recall@20") -> str | None:

@@ -162,7 +162,7 @@ def results_table(results: list[dict], methods: list[str], choice: MetricChoice)
     from sml_sim import report
 
     means = report.split_means(results, "test")
-    reference = "sml" if "sml" in means else report.best_method(means, choice.key) if means else None
+    reference = report.ri_reference(means, choice.key)
     improvements: dict[str, dict[str, float]] = {}
     if reference is not None:
         improvements = report.relative_improvements(means, reference)

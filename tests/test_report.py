@@ -1,0 +1,35 @@
+"""Summary figures computed from stored results: the paper's RI."""
+
+from __future__ import annotations
+
+import pytest
+
+from sml_sim import report
+
+
+def _means(recall, ndcg):
+    return {**{f"recall@{k}": v for k, v in zip((5, 10, 20), recall)},
+            **{f"ndcg@{k}": v for k, v in zip((5, 10, 20), ndcg)}}
+
+
+def test_paper_ri_reproduces_table_1():
+    """Table 1, Adressa: SML over Full-retrain has RI 319.7% (Recall) and 393.1% (NDCG), the means of
+    the per-K improvements; over Fine-tune 82.8% and 135.5%."""
+    means = {
+        "sml": _means((.2815, .3794, .4498), (.1838, .2156, .2336)),
+        "full": _means((.0495, .0915, .1631), (.0303, .0437, .0616)),
+        "fine": _means((.1085, .2235, .3776), (.0594, .0962, .1351)),
+    }
+    ri = report.paper_ri(means, report.ri_reference(means))
+    assert set(ri) == {"full", "fine"}
+    assert ri["full"]["recall"] == pytest.approx(319.7, abs=0.05)
+    assert ri["full"]["ndcg"] == pytest.approx(393.1, abs=0.05)
+    assert ri["fine"]["recall"] == pytest.approx(82.8, abs=0.05)
+    assert ri["fine"]["ndcg"] == pytest.approx(135.5, abs=0.05)
+
+
+def test_ri_reference_is_sml_when_it_ran_else_the_best():
+    low, high = _means((.1, .2, .3), (.1, .1, .1)), _means((.2, .3, .4), (.2, .2, .2))
+    assert report.ri_reference({"sml": low, "full": high}) == "sml"
+    assert report.ri_reference({"fine": low, "full": high}) == "full"
+    assert report.ri_reference({}) is None
