@@ -6,7 +6,14 @@ from __future__ import annotations
 import math
 
 from sml_sim.retrainers.base import Retrainer
-from sml_sim.retrainers.mf_methods import SPMF, FineTune, FullRetrain, MostPopular, RandomScores
+from sml_sim.retrainers.mf_methods import (
+    SPMF,
+    FineTune,
+    FullRetrain,
+    MostPopular,
+    NewItemsFirst,
+    RandomScores,
+)
 from sml_sim.suggest import did_you_mean
 
 METHODS: dict[str, tuple[type[Retrainer], dict, str]] = {
@@ -15,6 +22,8 @@ METHODS: dict[str, tuple[type[Retrainer], dict, str]] = {
     "spmf": (SPMF, {}, "SPMF: MF on the new period plus a reservoir of past positives"),
     "pop": (MostPopular, {}, "most popular items of the last period (reference)"),
     "random": (RandomScores, {}, "random scores (reference, Recall@20 ~ 0.02)"),
+    "fresh": (NewItemsFirst, {}, "items first seen in the scored period first (a probe of the sampled "
+                                 "metric's candidate pool, not a recommender)"),
 }
 
 
