@@ -223,6 +223,22 @@ def test_adressa_cut_in_oslo_time_autumn_dst(tmp_path):
     assert ds.period_bounds[3][1] - ds.period_bounds[3][0] == 11 * 3600
 
 
+def test_adressa_day_files_cut_at_utc_midnight_spill_into_the_evening(tmp_path):
+    """Day files cut at UTC midnight end at 01:00 Oslo time (CET): the last hour is the next local
+    day. It joins the evening before, instead of opening a 22nd day of one short and two empty periods."""
+    folder = tmp_path / "adressa-utc"
+    for d in (10, 11):
+        events = [(f"u{k}", f"a{k % 4}", oslo_ts(2017, 1, d, h, k), 10) for h in (3, 12, 20) for k in range(4)]
+        if d == 11:  # 23:10-23:40 UTC on the 11th = 00:10-00:40 on the 12th in Oslo
+            events += [(f"u{k}", "a1", oslo_ts(2017, 1, 12, 0, 10 * (k + 1)), 10) for k in range(3)]
+        write_adressa_day(folder, f"201701{d}", events)
+    ds = load_dataset(DatasetSpec(protocol="adressa", data=str(folder)))
+    assert ds.n_periods == 6
+    assert np.diff(ds.offsets).tolist() == [4, 4, 4, 4, 4, 7]
+    assert ds.period_bounds[5] == (oslo_ts(2017, 1, 11, 17), oslo_ts(2017, 1, 12, 2))
+    assert any("3 event(s) in the first 2 hours of the last Oslo day" in n for n in ds.notes), ds.notes
+
+
 def test_adressa_drops_non_articles_and_zero_reading_time(tmp_path):
     t = oslo_ts(2017, 1, 10, 12)
     day2 = oslo_ts(2017, 1, 11, 20)

@@ -281,7 +281,8 @@ def build_dataset(
     cut,
     split_for,
 ) -> Dataset:
-    """Filter, sort by time, densify ids, cut periods (``cut(times) -> (periods, bounds)``)."""
+    """Filter, sort by time, densify ids, cut periods (``cut(times) -> (periods, bounds)``, or
+    ``(periods, bounds, notes)`` when the cut has something to say)."""
     if len(raw.users) == 0:
         raise DataError(f"{name}: no interactions could be read from {source}")
     filtered = filter_counts(raw, min_user, min_item)
@@ -292,13 +293,13 @@ def build_dataset(
         )
     order = np.argsort(filtered.times, kind="stable")
     times = filtered.times[order].astype(np.int64)
-    periods, bounds = cut(times)
+    periods, bounds, *cut_notes = cut(times)
     n_periods = int(periods.max()) + 1 if bounds is None else len(bounds)
     # Periods are non-decreasing in time, so this sort keeps time order inside each period.
     users, n_users, user_values = densify(filtered.users[order])
     items, n_items, item_values = densify(filtered.items[order])
     split = split_for(n_periods)
-    notes = list(raw.notes)
+    notes = list(raw.notes) + [n for group in cut_notes for n in group]
     if not is_synthetic:
         duplicates = _exact_duplicates(users, items, times, n_items)
         if duplicates:  # kept: a file may log an interaction twice on purpose, but usually not

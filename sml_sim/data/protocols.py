@@ -107,10 +107,16 @@ def default_location(protocol: str) -> Path:
 # ---------------------------------------------------------------- period cuts
 
 
-def adressa_cut(times: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+ADRESSA_SPILL_HOURS = 2  # Oslo is 1-2 hours ahead of UTC
+
+
+def adressa_cut(times: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]], list[str]]:
     """Three periods per Europe/Oslo day: [0:00,10:00), [10:00,17:00), [17:00,24:00).
 
     Offsets are looked up once per distinct UTC hour, so daylight-saving days are cut correctly.
+    A last local day whose events all fall in its first two hours is the spill of day files cut at
+    UTC midnight: those events join the evening before (noted) instead of opening a day of one
+    short and two empty periods, which would also rescale the split.
     """
     hours = times // 3600
     uniq, inv = np.unique(hours, return_inverse=True)
@@ -124,6 +130,15 @@ def adressa_cut(times: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
     slot = (hour >= ADRESSA_SLOTS[1]).astype(np.int64) + (hour >= ADRESSA_SLOTS[2])
     first_day = int(local_day.min())
     n_days = int(local_day.max()) - first_day + 1
+    notes = []
+    last = local_day == first_day + n_days - 1
+    spill = n_days > 1 and bool((hour[last] < ADRESSA_SPILL_HOURS).all())
+    if spill:
+        local_day = np.where(last, local_day - 1, local_day)
+        slot = np.where(last, 2, slot)
+        n_days -= 1
+        notes.append(f"{int(last.sum())} event(s) in the first {ADRESSA_SPILL_HOURS} hours of the last Oslo day "
+                     "(day files cut at UTC midnight) joined the evening period before")
     periods = ((local_day - first_day) * 3 + slot).astype(np.int32)
     start = date(1970, 1, 1) + timedelta(days=first_day)
     bounds = []
@@ -131,9 +146,10 @@ def adressa_cut(times: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
         day = start + timedelta(days=d)
         edges = [datetime(day.year, day.month, day.day, h, tzinfo=OSLO) for h in ADRESSA_SLOTS]
         nxt = day + timedelta(days=1)
-        edges.append(datetime(nxt.year, nxt.month, nxt.day, tzinfo=OSLO))
+        edges.append(datetime(nxt.year, nxt.month, nxt.day, ADRESSA_SPILL_HOURS if spill and d == n_days - 1 else 0,
+                              tzinfo=OSLO))
         bounds += [(int(edges[k].timestamp()), int(edges[k + 1].timestamp())) for k in range(3)]
-    return periods, bounds
+    return periods, bounds, notes
 
 
 def equal_count_cut(n_periods: int, too_few=None):
