@@ -362,3 +362,50 @@ def test_a_time_of_zero_is_a_missing_time_not_1970(tmp_path):
                                   period_length="2d"))
     assert len(ds.users) == 12 and ds.n_periods == 6  # not ~5,000 two-day periods back to 1970
     assert any("time is 0 or outside" in n for n in ds.notes), ds.notes
+
+
+def _udata_like(path, n=1200):
+    """Like MovieLens u.data: tab-separated user, item, rating (1-5), unix seconds; no header."""
+    rows = [f"{196 + k % 97}\t{242 + (k * 7) % 301}\t{1 + k % 5}\t{874_724_710 + k * 13_337}\n" for k in range(n)]
+    return _csv(path, rows, header=None)
+
+
+def test_csv_headerless_hint_guesses_the_time_column(tmp_path):
+    """u.data read as csv: the hint names column 3 (the unix time) as the time, not column 2 (the
+    rating), which, read as seconds, put 100,000 interactions within 5 seconds of 1970."""
+    path = _udata_like(tmp_path / "u.data")
+    for opts, needle in (({}, "--delimiter tab --user-col 0 --item-col 1 --time-col 3"),  # comma, header
+                         ({"delimiter": "tab"}, "--no-header with 0-based column indices, e.g. --user-col 0 "
+                                                "--item-col 1 --time-col 3"),
+                         ({"delimiter": "tab", "header": False}, "--user-col 0 --item-col 1 --time-col 3")):
+        with pytest.raises(DataError) as exc:
+            load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv=opts))
+        msg = str(exc.value)
+        assert needle in msg and "column 3 reads as the time 1997-" in msg, (opts, msg)
+        assert "--time-col 2" not in msg and "\n" not in msg and "\t" not in msg, msg
+    # the suggested flags read the file
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={
+        "delimiter": "tab", "header": False, "user_col": "0", "item_col": "1", "time_col": "3"}))
+    assert len(ds.users) == 1200
+    # no field looks like a time (all minutes after 1970 as unix seconds): the generic example stays
+    small = _csv(tmp_path / "small.csv", [f"{k % 3},{k % 4},{1 + k % 5}\n" for k in range(12)], header=None)
+    with pytest.raises(DataError, match="e.g. --user-col 0 --item-col 1 --time-col 2\\)") as exc:
+        load_dataset(DatasetSpec(protocol="csv", data=str(small), periods=4))
+    assert "reads as the time" not in str(exc.value)
+
+
+def test_csv_times_unlike_an_interaction_log_get_a_note(tmp_path):
+    path = _udata_like(tmp_path / "u.data")
+    cols = {"delimiter": "tab", "header": False, "user_col": "0", "item_col": "1"}
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={**cols, "time_col": "2"}))
+    assert len(ds.users) == 1200  # a note, not a refusal
+    note = [n for n in ds.notes if "--time-col" in n]
+    assert len(note) == 1, ds.notes
+    assert "column 2 (0-based)" in note[0] and "span 4 second(s)" in note[0], note
+    assert "5 distinct value(s)" in note[0] and "--time-format unix" in note[0] and "\n" not in note[0], note
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={**cols, "time_col": "3"}))
+    assert not any("--time-col" in n or "distinct" in n for n in ds.notes), ds.notes
+    # a short span alone (distinct times, all within minutes) is also pointed out, naming the column
+    rows = [f"u{k % 7},i{k % 11},{1_700_000_000 + 3 * k}\n" for k in range(200)]
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(_csv(tmp_path / "burst.csv", rows)), periods=4))
+    assert any("'time'" in n and "span 9.95 minute(s)" in n and "200 distinct" in n for n in ds.notes), ds.notes

@@ -335,22 +335,65 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def _layout_hint(first: list[str], delimiter: str, header: bool) -> str:
+def _time_column_guess(fields: list[str],
+                       parse_time: Callable[[str], int] | None) -> tuple[int, int] | None:
+    """``(column, seconds)`` of the field of a data row that reads as an interaction time under the
+    --time-format in use, or None. A time must be plausible and not within a year of 1970-01-01: ids
+    and ratings (196, 3) read as unix seconds are plausible but fall minutes after the epoch. Of
+    several such fields, the latest time wins (a long numeric id reads as an earlier year)."""
+    if parse_time is None:
+        return None
+    best = None
+    for k, field in enumerate(fields):
+        try:
+            ts = parse_time(field.strip())
+        except (ValueError, OverflowError, OSError, TypeError):
+            continue
+        if _plausible(ts) and abs(ts) >= _SECONDS_PER_YEAR and (best is None or ts > best[1]):
+            best = (k, ts)
+    return best
+
+
+def _split_guess(first: list[str], delimiter: str) -> tuple[list[str], str | None]:
+    """A line read as one field, split at the first other known delimiter in it: (fields, that one)."""
+    if len(first) == 1:
+        for sep in _DELIMITER_NAMES:
+            if sep != delimiter and sep in first[0]:
+                return first[0].split(sep), sep
+    return first, None
+
+
+def _index_example(fields: list[str], parse_time: Callable[[str], int] | None,
+                   sep: str | None) -> str:
+    """0-based column flags for a headerless file whose first row is ``fields``, the time column
+    guessed from it when a field reads as a time (else the generic 0, 1, 2)."""
+    guess = _time_column_guess(fields, parse_time) if len(fields) >= 3 else None
+    if guess is None:
+        return "e.g. --user-col 0 --item-col 1 --time-col 2"
+    col, ts = guess
+    user, item = [k for k in range(len(fields)) if k != col][:2]
+    flags = f"--delimiter {_DELIMITER_NAMES[sep]} " if sep else ""
+    day = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+    return (f"e.g. {flags}--user-col {user} --item-col {item} --time-col {col} "
+            f"(column {col} reads as the time {day})")
+
+
+def _layout_hint(first: list[str], delimiter: str, header: bool,
+                 parse_time: Callable[[str], int] | None = None) -> str:
     """A guess at why the columns were not found: a wrong --delimiter, or a file without a header.
 
-    ``first`` is the first line as split with ``delimiter``.
+    ``first`` is the first line as split with ``delimiter``. With ``parse_time`` (the --time-format
+    in use), the column indices suggested for a headerless file take as the time the field of the
+    first line that reads as a time (``--time-col 3`` for MovieLens ``u.data``, not the rating).
     """
     hints = []
-    fields = first
-    if len(first) == 1:
-        for sep, name in _DELIMITER_NAMES.items():
-            if sep != delimiter and sep in first[0]:
-                hints.append(f"is it {'tab' if sep == chr(9) else repr(sep)}-separated? try --delimiter {name}")
-                fields = first[0].split(sep)
-                break
+    fields, sep = _split_guess(first, delimiter)
+    if sep is not None:
+        name = "tab" if sep == "\t" else repr(sep)
+        hints.append(f"is it {name}-separated? try --delimiter {_DELIMITER_NAMES[sep]}")
     if header and fields and all(_looks_numeric(f.strip()) for f in fields):
         hints.append("the first line looks like data: no header line? try --no-header with 0-based column "
-                     "indices, e.g. --user-col 0 --item-col 1 --time-col 2")
+                     f"indices, {_index_example(fields, parse_time, sep)}")
     return f" ({'; '.join(hints)})" if hints else ""
 
 
@@ -364,6 +407,38 @@ def _column_index(header: list[str] | None, spec: str, what: str, path: Path) ->
                         f"index (--{what}-col 0, 1, ...)")
     names = ", ".join(_shown(n) for n in header)
     raise DataError(f"{path}: no {what} column {spec!r} (columns: {names or 'none'})")
+
+
+SHORT_SPAN = 3600  # all times of at least SHORT_SPAN_ROWS rows within this many seconds: not a log
+SHORT_SPAN_ROWS = 100
+FEW_TIMES = 10  # at most this many distinct times over at least FEW_TIMES_ROWS rows: not a log
+FEW_TIMES_ROWS = 1000
+
+
+def _span_text(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}(s)"
+    return f"{seconds} second(s)"
+
+
+def _narrow_times_note(times: np.ndarray, time_name: str, time_format: str) -> str | None:
+    """A note when the times read do not look like an interaction log: all within a very short span,
+    or very few distinct values for many rows, as when --time-col names a rating or a category
+    column (MovieLens ``u.data`` read with --time-col 2: 100,000 times within 5 seconds of 1970)."""
+    n = len(times)
+    if n < SHORT_SPAN_ROWS:
+        return None
+    first, last = int(times.min()), int(times.max())
+    short = last - first < SHORT_SPAN
+    few = n >= FEW_TIMES_ROWS and np.unique(times[:10_000]).size <= FEW_TIMES  # cheap test first
+    if not short and not (few and np.unique(times).size <= FEW_TIMES):
+        return None
+    distinct = int(np.unique(times).size)
+    shown = [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in (first, last)]
+    return (f"the {n} times in column {time_name} span {_span_text(last - first)} ({shown[0]} to {shown[1]} "
+            f"UTC) with {distinct} distinct value(s), unlike an interaction log: check --time-col and "
+            f"--time-format {time_format}")
 
 
 def read_csv(
@@ -380,7 +455,9 @@ def read_csv(
     """Any delimited file; columns are named by header name or 0-based index.
 
     Read as ``utf-8-sig``, so the byte-order mark Excel writes ("CSV UTF-8") is not part of the first
-    column's name. A time outside 1900-2200 refuses the file (see the module docstring).
+    column's name. A time outside 1900-2200 refuses the file (see the module docstring); times that
+    do not look like an interaction log (all within an hour, or a handful of distinct values) get a
+    note naming the column, as when --time-col names a rating column.
     """
     path = _require_file(path, "CSV file")
     parse_time = time_parser(time_format)
@@ -400,9 +477,11 @@ def read_csv(
         try:
             cols = [_column_index(names, c, w, path) for c, w in specs]
         except DataError as exc:
-            if names is None:
-                raise
-            raise DataError(f"{exc}{_layout_hint(names, delimiter, header)}") from None
+            if names is None:  # suggest indices from the first row, its time column guessed
+                fields, sep = _split_guess(next(reader, None) or [], delimiter)
+                example = _index_example(fields, parse_time, sep) if fields else ""
+                raise DataError(f"{exc}: {example}" if "reads as the time" in example else str(exc)) from None
+            raise DataError(f"{exc}{_layout_hint(names, delimiter, header, parse_time)}") from None
         for a in range(3):
             for b in range(a + 1, 3):
                 if cols[a] == cols[b]:
@@ -413,7 +492,7 @@ def read_csv(
         width = max(cols) + 1
         if names is not None and width > len(names):
             raise DataError(f"{path}: column index {width - 1} is beyond the {len(names)} columns"
-                            f"{_layout_hint(names, delimiter, header)}")
+                            f"{_layout_hint(names, delimiter, header, parse_time)}")
         time_name = repr(names[cols[2]]) if names is not None else f"{cols[2]} (0-based)"
         first_row: list[str] | None = None
         first_skipped = 0  # file line of the first row skipped (for the note)
@@ -458,6 +537,7 @@ def read_csv(
     if time_format == "unix-ms" and times and max(times) < 62 * 86400:  # all before March 1970
         notes.append("every time falls in the first two months of 1970: if the values are unix seconds, "
                      "read them with --time-format unix")
+    _time_note(notes, _narrow_times_note(np.frombuffer(times, dtype=np.int64), time_name, time_format))
     return _columns(users, items, times, skipped + bad_times.count, notes, user_id, item_id)
 
 
