@@ -323,7 +323,11 @@ def periods_cmd(
     def when(ts: int) -> str:
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
-    out.print(escape(f"{info['dataset']} - source: {info['source']}"))
+    out.print(escape(f"{info['dataset']} - source: {info['source']} - {info['interactions']:,} interactions, "
+                     f"{info['periods']} periods"))
+    if info.get("same_name", 1) > 1:
+        out.print(escape(f"(the last ingested or run of {info['same_name']} stored datasets named "
+                         f"{info['dataset']!r}; `sml-sim periods RUN_ID` shows a run's)"))
     table = Table(box=None, pad_edge=False)
     for col in ("period", "split", "start (UTC)", "end (UTC)", "interactions", "new users", "new items"):
         table.add_column(col, justify="right" if col not in ("split",) else "left")
@@ -418,6 +422,21 @@ def check_threads(threads: int | None) -> None:
         raise UserError(f"--threads {threads}: give 1 or more (leave it out for the default)")
 
 
+def use_run_threads(info, threads: int | None) -> int | None:
+    """Continue a run with the thread count it started with (results depend on it), unless --threads
+    says otherwise, which is noted. Returns the count set, or None when the run recorded none."""
+    from db.replay import threads_of
+
+    recorded = threads_of(info.config)
+    if threads and recorded and threads != recorded:
+        err.print(f"note: run {info.run_id} started with {recorded} thread{'s' * (recorded != 1)}; its later "
+                  f"periods use {threads}, so its results may differ from an uninterrupted run's (README: "
+                  "\"Determinism\")")
+    chosen = threads or recorded
+    set_threads(chosen)
+    return chosen
+
+
 def set_threads(threads: int | None) -> None:
     import torch
 
@@ -450,7 +469,7 @@ def run(
     from db.replay import Replay
     from db.store import Store
 
-    set_threads(threads)
+    check_threads(threads)
     if out_csv is not None:
         if str(out_csv) == "-":
             raise UserError("--out -: the summary goes to standard output; give a file (or use `sml-sim export`)")
@@ -460,6 +479,7 @@ def run(
             raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
         refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
         store = Store(db, create=False)
+        use_run_threads(store.run(resume), threads)
         if store.run(resume).status == "finished":
             out.print(f"run {resume} is already finished; nothing to do")
             print_summary(store, resume, db)
@@ -475,10 +495,15 @@ def run(
                            min_item=min_item_interactions, split=split, start=retrain_start,
                            csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
         store = Store(db)
+        set_threads(threads)
         replay = Replay.new(store, cfg)
     ds = replay.dataset
+    import torch
+
+    n = torch.get_num_threads()
+    cpu_threads = f" ({n} thread{'s' * (n != 1)})" if replay.engine.device.type == "cpu" else ""
     out.print(f"run {replay.run_id}: {ds.name}   source: [bold]{escape(ds.source)}[/]   "
-              f"device: {replay.engine.device}")
+              f"device: {replay.engine.device}{cpu_threads}")
     out.print(f"methods: {', '.join(replay.config.methods)}   periods: {ds.n_periods} "
               f"(retraining from {ds.split.retrain_start}, test {list(ds.split.test)})")
     for note in ds.notes:  # e.g. malformed lines skipped, a split scaled to --periods
@@ -494,7 +519,9 @@ def run(
     except KeyboardInterrupt:
         replay.cancel.set()
         replay.interrupted()
-        err.print(f"interrupted: committed periods are kept; continue with "
+        done = replay.engine.committed
+        reached = f" (every method through period {min(done.values())})" if done else " (none yet)"
+        err.print(f"interrupted: committed periods are kept{reached}; continue with "
                   f"`sml-sim run --resume {replay.run_id}{escape(db_flag(db))}`")
         raise typer.Exit(130) from None
     except BaseException as exc:
@@ -503,6 +530,18 @@ def run(
     replay.finish()
     print_summary(store, replay.run_id, db)
     write_out_csv(store, replay.run_id, out_csv, db)
+    exit_if_methods_failed(store, replay.run_id)
+
+
+def exit_if_methods_failed(store, run_id: int) -> None:
+    """A run whose methods did not all finish exits 1 (after its summary), so a script can tell."""
+    from sml_sim import report
+
+    failed = report.failures(store.results(run_id))
+    if failed:
+        err.print(f"[bold red]error:[/] run {run_id} finished, but {len(failed)} method(s) failed: "
+                  f"{', '.join(sorted(failed))} (their error is in the summary)")
+        raise typer.Exit(1)
 
 
 def wrote(n: int, what: str, path: Path) -> None:
@@ -541,8 +580,9 @@ def drive_with_progress(replay) -> None:
     n_methods = len([m for m in engine.retrainers if m not in engine.failed])
     todo = sum(1 for m in engine.retrainers if m not in engine.failed
                for t in range(engine.committed.get(m, engine.first_step), engine.last_step + 1))
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn()]
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("retrainings (method x period)"), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn()]
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("pre-training the initial model", total=todo)
         state = {"method": "", "period": engine.next_step}
@@ -559,7 +599,11 @@ def drive_with_progress(replay) -> None:
                     err.print(f"[red]{e.method} failed at period {e.period}: {escape(str(e.error))}[/]")
                 elif not err.is_terminal:
                     score = f"recall@20 {e.metrics['recall@20']:.4f}" if e.n_cases else "no test cases   "
-                    err.print(f"period {e.period:>3} {e.split:<10} {e.method:<10} {score}  "
+                    marker = "*" if e.in_sample else " "
+                    if e.in_sample and not state.get("legend"):
+                        state["legend"] = True
+                        err.print("(* in sample: SML's meta step trained on that period; never averaged)")
+                    err.print(f"period {e.period:>3} {e.split:<10} {e.method:<10} {score}{marker} "
                               f"retrain {e.retrain_s:.2f}s")
 
         engine.subscribe(on_event)
@@ -581,11 +625,15 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
             continue
         best = report.best_method(means)
         reference = report.ri_reference(means) if split == "test" else None
-        ri = report.paper_ri(means, reference) if reference else {}
+        ri = report.relative_improvements_shared(results, split, reference) if reference else {}
         title = f"mean over {split} periods"
         if ri:
             title += (f" (RI: relative improvement of {reference} over the method in %, the mean over K = 5, 10, "
                       "20, as in the paper's Table 1)")
+            partial = sorted(m for m, row in ri.items() if row["periods"] < means[m]["periods"]
+                             or row["periods"] < means[reference]["periods"])
+            if partial:
+                title += f"; for {', '.join(partial)}, over the periods both have scored"
         table = Table(title=title, title_justify="left", box=None, pad_edge=False)
         table.add_column("method", style="bold")
         columns = report.TABLE_METRICS + ["full_recall@20", "full_ndcg@20"]
@@ -673,7 +721,9 @@ def replay(
             # Reopening the same replay reopens its last run: an unfinished one continues, a finished
             # one is shown as it ended (--new starts another). One another process drives is left
             # alone, and so is one whose data file has changed since (it could not be reopened).
-            same = [r for r in store.runs() if r.status != "running" and r.config == cfg.as_dict()
+            from db.replay import same_settings
+
+            same = [r for r in store.runs() if r.status != "running" and same_settings(r.config, cfg)
                     and store.data_unchanged(r.dataset_id)]
             if same:
                 run_id = same[-1].run_id
@@ -681,7 +731,8 @@ def replay(
     else:
         refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"})
         store = Store(db, create=False)
-        store.run(run_id)
+    if run_id is not None:
+        threads = use_run_threads(store.run(run_id), threads) or threads
     from app.tui import run_replay_app
 
     outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads)

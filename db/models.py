@@ -35,6 +35,9 @@ class DatasetRow(Base):
     skipped_lines: Mapped[int] = mapped_column(Integer, default=0)
     notes: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=datetime.utcnow)
+    # Last ingested or run: which of several datasets of one name `periods NAME` shows. Deferred, so
+    # that a store written before it existed can still be read (read-only stores cannot be upgraded).
+    used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, deferred=True)
 
 
 class PeriodRow(Base):

@@ -14,11 +14,23 @@ import shutil
 import threading
 from pathlib import Path
 
+import torch
+
 from db.store import Store, StoreError, fingerprint, this_process
 from sml_sim.config import RunConfig
 from sml_sim.data import load_dataset
 from sml_sim.data.base import Dataset
 from sml_sim.engine import MethodResult, PeriodArrived, ReplayEngine, resolve_device
+
+
+def threads_of(stored_config: dict) -> int | None:
+    """The torch CPU thread count a run was started with (None for runs recorded before it was kept)."""
+    return stored_config.get("threads")
+
+
+def same_settings(stored_config: dict, config: RunConfig) -> bool:
+    """Whether a stored run was started with ``config`` (the thread count it recorded aside)."""
+    return {k: v for k, v in stored_config.items() if k != "threads"} == config.as_dict()
 
 
 def checkpoint_root(store: Store) -> Path:
@@ -61,7 +73,10 @@ class Replay:
         device = str(resolve_device(config.device))
         dataset = load_dataset(config.dataset, progress=progress)
         dataset_id = store.register_dataset(dataset, fingerprint(dataset.params, dataset.source))
-        run_id = store.create_run(dataset_id, config.scenario, config.as_dict(), config.methods, config.seed, device)
+        # The CPU thread count changes the rounding of parallel sums, hence the results: kept with the
+        # run so that continuing it uses the same (``threads_of``).
+        recorded = {**config.as_dict(), "threads": torch.get_num_threads()}
+        run_id = store.create_run(dataset_id, config.scenario, recorded, config.methods, config.seed, device)
         # Leftovers of a deleted database of the same name must not be loaded into this run.
         shutil.rmtree(checkpoint_root(store) / f"run-{run_id}", ignore_errors=True)
         return cls(store, run_id, config, dataset, dataset_id, cancel)

@@ -92,8 +92,11 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
     try:
         engine = create_engine(parsed, **kwargs)
     except ModuleNotFoundError as exc:  # SQLAlchemy's driver for this kind of database is not installed
+        hint = {"psycopg": "PostgreSQL: .venv/bin/pip install psycopg", "psycopg2": "PostgreSQL: .venv/bin/pip "
+                "install psycopg and use a postgresql+psycopg:// URL", "MySQLdb": "MySQL: .venv/bin/pip install "
+                "pymysql and use a mysql+pymysql:// URL"}.get(exc.name or "", "see SQLAlchemy's dialects")
         raise StoreError(f"cannot open the database {url}: its Python driver ({exc.name}) is not installed; "
-                         "install it into this environment (PostgreSQL: .venv/bin/pip install psycopg)") from exc
+                         f"install it into this environment ({hint})") from exc
     except Exception as exc:
         raise StoreError(f"cannot open the database {url}: {exc}") from exc
     if is_sqlite and not read_only:
@@ -183,9 +186,17 @@ class Store:
 
     def _add_missing_columns(self) -> None:
         """Stores made by an earlier version lack columns added since (create_all adds tables only)."""
-        if "owner" not in {c["name"] for c in inspect(self.engine).get_columns("runs")}:
-            with self.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE runs ADD COLUMN owner VARCHAR(128)"))
+        added = {"runs": ("owner", "VARCHAR(128)"), "datasets": ("used_at", "TIMESTAMP")}
+        for table, (column, kind) in added.items():
+            if column not in {c["name"] for c in inspect(self.engine).get_columns(table)}:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+    def _has(self, table: str, column: str | None = None) -> bool:
+        """Whether this store has the table (and column): a read-only store of an earlier version may not."""
+        names = inspect(self.engine).get_table_names()
+        return table in names and (column is None or column in {c["name"] for c in
+                                                               inspect(self.engine).get_columns(table)})
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -225,11 +236,18 @@ class Store:
             # the same dataset is seen once it commits (a look-up first raced to a UNIQUE failure).
             conn.execute(sqlite_insert(DatasetRow).values(**values).on_conflict_do_nothing(
                 index_elements=["fingerprint"]))
-            return conn.execute(select(DatasetRow.id).where(DatasetRow.fingerprint == fp)).scalar_one()
-        existing = conn.execute(select(DatasetRow.id).where(DatasetRow.fingerprint == fp)).scalar()
-        if existing is not None:
-            return existing
-        return conn.execute(DatasetRow.__table__.insert().values(**values)).inserted_primary_key[0]
+            dataset_id = conn.execute(select(DatasetRow.id).where(DatasetRow.fingerprint == fp)).scalar_one()
+        else:
+            dataset_id = conn.execute(select(DatasetRow.id).where(DatasetRow.fingerprint == fp)).scalar()
+            if dataset_id is None:
+                dataset_id = conn.execute(DatasetRow.__table__.insert().values(**values)).inserted_primary_key[0]
+        Store._mark_used(conn, dataset_id)
+        return dataset_id
+
+    @staticmethod
+    def _mark_used(conn, dataset_id: int) -> None:
+        conn.execute(DatasetRow.__table__.update().where(DatasetRow.id == dataset_id)
+                     .values(used_at=datetime.utcnow()))
 
     def ingest(self, dataset, fp: str, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Register ``dataset`` and store every period in one transaction, so that an ingest that
@@ -302,6 +320,8 @@ class Store:
         dataset was stored by an earlier version, which did not keep them."""
         users: list[str] = []
         items: list[str] = []
+        if not self._has("raw_ids"):  # a read-only store of an earlier version
+            return None
         with self.session() as s:
             rows = s.scalars(select(RawIdsRow).where(RawIdsRow.dataset_id == dataset_id).order_by(RawIdsRow.period))
             for r in rows:
@@ -312,9 +332,14 @@ class Store:
         return (users, items) if users else None
 
     def latest_dataset(self, name: str) -> dict | None:
+        """The dataset of that name ingested or run last (several can share a name: other periods,
+        filters or files), with ``same_name``, how many there are."""
+        order = [DatasetRow.id.desc()]
+        if self._has("datasets", "used_at"):
+            order.insert(0, func.coalesce(DatasetRow.used_at, DatasetRow.created_at).desc())
         with self.session() as s:
-            row = s.scalar(select(DatasetRow).where(DatasetRow.name == name).order_by(DatasetRow.id.desc()))
-            return None if row is None else _dataset_dict(row)
+            rows = s.scalars(select(DatasetRow).where(DatasetRow.name == name).order_by(*order)).all()
+            return {**_dataset_dict(rows[0]), "same_name": len(rows)} if rows else None
 
     def dataset(self, dataset_id: int) -> dict:
         with self.session() as s:
@@ -350,6 +375,7 @@ class Store:
                          device=device, status="running", owner=this_process())
             s.add(run)
             s.flush()
+            self._mark_used(s.connection(), dataset_id)
             return run.id
 
     def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:

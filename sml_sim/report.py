@@ -73,12 +73,36 @@ def relative_improvements(means: dict[str, dict[str, float]], reference: str) ->
     return out
 
 
-def paper_ri(means: dict[str, dict[str, float]], reference: str) -> dict[str, dict[str, float]]:
-    """The paper's Table 1 'RI': per method, the reference's relative improvement (percent) averaged
-    over K = 5, 10, 20, once for Recall and once for NDCG (Table 1's figures are these means; e.g.
-    Adressa, SML over Full-retrain: 468.7, 314.6 and 175.8% at K = 5, 10, 20 give its 319.7%)."""
-    return {method: {kind: float(np.mean([row[f"{kind}@{k}"] for k in KS])) for kind in ("recall", "ndcg")}
-            for method, row in relative_improvements(means, reference).items()}
+def ri_of(ref: dict[str, float], other: dict[str, float]) -> dict[str, float]:
+    """The reference's relative improvement over another method's means, in percent: per metric and K,
+    and the paper's Table 1 'RI', the mean over K = 5, 10, 20, once for Recall and once for NDCG
+    (Table 1's figures are these means; e.g. Adressa, SML over Full-retrain: 468.7, 314.6 and 175.8% at
+    K = 5, 10, 20 give its 319.7%)."""
+    out = {k: 100.0 * (ref[k] - other[k]) / other[k] if other[k] > 0 else float("nan") for k in METRIC_KEYS}
+    for kind in ("recall", "ndcg"):
+        out[kind] = float(np.mean([out[f"{kind}@{k}"] for k in KS]))
+    return out
+
+
+def relative_improvements_shared(results: list[dict], split: str, reference: str) -> dict[str, dict[str, float]]:
+    """``ri_of`` the reference over each other method, each pair's means taken over the periods both
+    have scored (a method that failed, or is still catching up, is compared on its periods only);
+    ``periods`` says how many."""
+    by_method: dict[str, dict[int, dict]] = {}
+    for r in results:
+        if counts_in(r, split):
+            by_method.setdefault(r["method"], {})[r["period"]] = r["metrics"]
+    ref = by_method.get(reference)
+    if not ref:
+        return {}
+    out = {}
+    for method, periods in by_method.items():
+        shared = sorted(set(periods) & set(ref))
+        if method == reference or not shared:
+            continue
+        a, b = ({k: float(np.mean([rows[p][k] for p in shared])) for k in METRIC_KEYS} for rows in (ref, periods))
+        out[method] = {**ri_of(a, b), "periods": len(shared)}
+    return out
 
 
 def ri_reference(means: dict[str, dict[str, float]], metric: str = "recall@20") -> str | None:

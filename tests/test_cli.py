@@ -437,8 +437,9 @@ def test_summary_names_a_method_that_failed(cli, tiny_scenario):
         r = cli("run", toml, "--db", f"sqlite:///{toml.parent}/f.db", "--threads", "1")
     finally:
         METHODS.pop("breaks", None)
-    assert r.exit_code == 0, r.stderr + r.stdout
+    assert r.exit_code == 1, r.stderr + r.stdout  # finished, but not every method: a script can tell
     assert "breaks failed at period 5: RuntimeError: broken on purpose" in r.stdout
+    assert "1 method(s) failed: breaks" in r.stderr
 
 
 def test_a_run_whose_reader_leaves_carries_on_to_the_end(sml_sim, tiny_scenario, tmp_path):
@@ -516,3 +517,42 @@ def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finish
         assert opened[-1][0] is None
     finally:
         os.utime(data, (stat.st_atime, stat.st_mtime))
+
+
+def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario, monkeypatch):
+    """The thread count changes the rounding of parallel sums: a run keeps the one it started with."""
+    import torch
+
+    from db.store import Store
+
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{toml.parent}/threads.db"
+    before = torch.get_num_threads()
+    try:
+        r = cli("run", toml, "--db", db, "--threads", "1")
+        assert r.exit_code == 0, r.stderr
+        assert "(1 thread)" in r.stdout
+        assert Store(db).run(1).config["threads"] == 1
+        torch.set_num_threads(2)
+        r = cli("run", "--resume", "1", "--db", db)  # finished: prints the summary, with its threads set
+        assert r.exit_code == 0 and torch.get_num_threads() == 1
+        r = cli("run", "--resume", "1", "--db", db, "--threads", "2")
+        assert "started with 1 thread;" in r.stderr
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_periods_shows_the_dataset_ingested_last(cli, tmp_path, toy_stream):
+    """Two cuts of one file share a name: `periods NAME` shows the one ingested (or run) last, even
+    when that ingest only found it already stored, and says there are others."""
+    from tests.conftest import write_stream_csv
+
+    path = write_stream_csv(tmp_path / "s.csv", *toy_stream(n=600, seed=2))
+    db = f"sqlite:///{tmp_path}/p.db"
+    for n in (8, 6, 8):
+        assert cli("ingest", "csv", "--data", path, "--periods", n, "--db", db).exit_code == 0
+        r = cli("periods", "csv", "--db", db)
+        assert r.exit_code == 0, r.stderr
+        assert f"{n} periods" in r.stdout
+    assert "2 stored datasets named 'csv'" in r.stdout
+    assert len(json.loads(cli("periods", "csv", "--db", db, "--json").stdout)) == 8

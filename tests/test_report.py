@@ -20,8 +20,8 @@ def test_paper_ri_reproduces_table_1():
         "full": _means((.0495, .0915, .1631), (.0303, .0437, .0616)),
         "fine": _means((.1085, .2235, .3776), (.0594, .0962, .1351)),
     }
-    ri = report.paper_ri(means, report.ri_reference(means))
-    assert set(ri) == {"full", "fine"}
+    means = {m: {**row, **{f"full_{k}": v for k, v in row.items()}} for m, row in means.items()}
+    ri = {m: report.ri_of(means["sml"], means[m]) for m in ("full", "fine")}
     assert ri["full"]["recall"] == pytest.approx(319.7, abs=0.05)
     assert ri["full"]["ndcg"] == pytest.approx(393.1, abs=0.05)
     assert ri["fine"]["recall"] == pytest.approx(82.8, abs=0.05)
@@ -33,3 +33,19 @@ def test_ri_reference_is_sml_when_it_ran_else_the_best():
     assert report.ri_reference({"sml": low, "full": high}) == "sml"
     assert report.ri_reference({"fine": low, "full": high}) == "full"
     assert report.ri_reference({}) is None
+
+
+def test_ri_compares_each_pair_over_the_periods_both_scored():
+    """A method that failed (or is catching up) is compared with the reference on its periods only."""
+    def row(method, period, recall, split="test", status="ok"):
+        metrics = {k: recall for k in report.METRIC_KEYS}
+        return {"method": method, "period": period, "split": split, "in_sample": False, "status": status,
+                "n_cases": 10, "metrics": metrics, "retrain_s": 0.0}
+
+    results = [row("sml", 5, 0.2), row("sml", 6, 0.4), row("fine", 5, 0.1), row("fine", 6, 0.0, status="failed"),
+               row("full", 5, 0.1), row("full", 6, 0.2), row("pop", 4, 0.5, split="validation")]
+    ri = report.relative_improvements_shared(results, "test", "sml")
+    assert set(ri) == {"fine", "full"}
+    assert ri["fine"]["periods"] == 1 and ri["fine"]["recall@20"] == pytest.approx(100.0)  # 0.2 vs 0.1
+    assert ri["full"]["periods"] == 2 and ri["full"]["recall"] == pytest.approx(100.0)  # 0.3 vs 0.15
+    assert report.relative_improvements_shared(results, "test", "caser") == {}

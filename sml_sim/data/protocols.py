@@ -251,6 +251,9 @@ def check_spec(spec: DatasetSpec) -> None:
                                 f"and --{other}-col different columns")
     if spec.scale is not None and spec.protocol in ("movielens", "csv"):
         raise DataError(f"--scale sizes the synthetic streams; {spec.protocol} is read as it is")
+    if spec.scale is not None and spec.data is not None:
+        raise DataError(f"--scale sizes the synthetic stream {spec.protocol} falls back to without data; "
+                        f"the file given with --data is read as it is")
     if spec.protocol == "csv" and spec.data is None:
         raise DataError("the csv protocol needs --data PATH")
     what = {"yelp": "Yelp review file", "adressa": "Adressa folder", "movielens": "MovieLens ratings file",
