@@ -761,10 +761,17 @@ def replay(
 
 @app.command()
 @friendly
-def runs(db: DbOpt = None, as_json: JsonOpt = False):
-    """List the runs in the store: id, dataset, source, methods, status, last committed period."""
+def runs(
+    run_id: Annotated[int | None, typer.Argument(metavar="RUN_ID", help="Show this run whole: its settings "
+                                                 "and its summary.")] = None,
+    db: DbOpt = None, as_json: JsonOpt = False,
+):
+    """List the runs in the store (id, dataset, source, methods, status, last committed period), or show one."""
     from db.store import DEFAULT_DB_FILE, Store
 
+    if run_id is not None:
+        show_run(Store(db, reading=True), run_id, db, as_json)
+        return
     if db is None and not os.environ.get("SML_SIM_DB") and not Path(DEFAULT_DB_FILE).exists():
         rows = []  # no store in this folder yet: nothing was run here
     else:
@@ -782,6 +789,41 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False):
         table.add_row(str(r.run_id), r.dataset, escape(r.source), ",".join(r.methods), r.status,
                       "-" if r.last_period is None else str(r.last_period), r.started_at)
     out.print(table)
+
+
+def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
+    """One run's settings as it recorded them (dataset cut, methods and their settings, seed, device,
+    threads), then its summary."""
+    info = store.run(run_id)
+    config = info.config
+    if as_json:
+        print(json.dumps({**info.as_dict(), "config": config}, indent=2))
+        return
+    from db.replay import threads_of
+
+    dataset = config.get("dataset", {})
+    given = ", ".join(f"{k} {v}" for k, v in dataset.items()
+                      if v not in (None, {}, "") and k not in ("protocol", "seed", "data"))
+    stored = store.dataset(info.dataset_id)
+    sp = stored["split"]
+    threads = threads_of(config)
+    out.print(f"[bold]run {run_id}[/]: {info.dataset} - source: {escape(info.source)} - status: {info.status}"
+              f" - last period: {'-' if info.last_period is None else info.last_period}")
+    out.print(escape(f"scenario: {info.scenario}   seed: {info.seed}   device: {info.device}"
+                     + (f"   threads: {threads}" if threads else "") + f"   started: {info.started_at}"))
+    out.print(escape(f"data: {stored['interactions']:,} interactions, {stored['users']:,} users, {stored['items']:,} "
+                     f"items; {stored['periods']} periods: train {sp['train'][0]}-{sp['train'][1]}, validation "
+                     f"{sp['validation'][0]}-{sp['validation'][1]}, test {sp['test'][0]}-{sp['test'][1]}, "
+                     f"retraining from {sp['retrain_start']}" + (f" (set: {given})" if given else "")))
+    for note in stored["notes"]:
+        out.print(f"note: {escape(note)}")
+    params = config.get("method_params", {})
+    for method in info.methods:
+        settings = ", ".join(f"{k} = {v}" for k, v in params.get(method, {}).items())
+        out.print(escape(f"  {method}: {settings or 'method defaults'}"))
+    if config.get("pretrain"):
+        out.print(escape("  pre-training: " + ", ".join(f"{k} = {v}" for k, v in config["pretrain"].items())))
+    print_summary(store, run_id, db)
 
 
 @app.command()

@@ -556,3 +556,13 @@ def test_periods_shows_the_dataset_ingested_last(cli, tmp_path, toy_stream):
         assert f"{n} periods" in r.stdout
     assert "2 stored datasets named 'csv'" in r.stdout
     assert len(json.loads(cli("periods", "csv", "--db", db, "--json").stdout)) == 8
+
+
+def test_runs_shows_one_run_whole(cli, finished_run):
+    r = cli("runs", "1", "--db", finished_run["db"])
+    assert r.exit_code == 0, r.stderr
+    assert "run 1: csv" in r.stdout and "periods: train 0-4, validation 5-5, test 6-7, retraining from 2" in r.stdout
+    assert "full: epochs = 1" in r.stdout and "mean over test periods" in r.stdout
+    shown = json.loads(cli("runs", "1", "--db", finished_run["db"], "--json").stdout)
+    assert shown["run_id"] == 1 and shown["config"]["method_params"]["spmf"]["reservoir"] == 300
+    assert cli("runs", "9", "--db", finished_run["db"]).exit_code == 2
