@@ -90,9 +90,13 @@ class Replay:
                              "for it, or stop it first (its committed periods are kept)")
         config = RunConfig.from_dict(info.config)
         dataset = load_dataset(config.dataset, progress=progress)
-        if store.dataset_id(fingerprint(dataset.params, dataset.source)) != info.dataset_id:
-            raise StoreError(f"run {run_id}: its dataset has changed on disk since the run started "
-                             f"({info.source}); start a new run instead")
+        fp = fingerprint(dataset.params, dataset.source)
+        if store.dataset_id(fp) != info.dataset_id:
+            # Names, sizes and times differ: a file copied again or touched has the same content.
+            if not store.holds_same_data(info.dataset_id, dataset):
+                raise StoreError(f"run {run_id}: its dataset has changed on disk since the run started "
+                                 f"({info.source}); start a new run instead")
+            store.refingerprint(info.dataset_id, fp)
         if info.status != "finished":
             store.set_run_status(run_id, "running")
         return cls(store, run_id, config, dataset, info.dataset_id, cancel)

@@ -361,6 +361,30 @@ class Store:
                 for r in rows
             ]
 
+    def holds_same_data(self, dataset_id: int, dataset) -> bool:
+        """Whether the stored dataset is ``dataset``, compared by content (sizes, then every stored
+        interaction): a file copied again or touched changes its fingerprint but not its data."""
+        with self.session() as s:
+            row = s.get(DatasetRow, dataset_id)
+            if row is None or (row.n_interactions, row.n_users, row.n_items, row.n_periods) != (
+                    len(dataset.users), dataset.n_users, dataset.n_items, dataset.n_periods):
+                return False
+        with self.engine.connect() as conn:
+            stored = np.array(conn.execute(text('SELECT "user", item, ts FROM interactions WHERE dataset_id = :d '
+                                                "ORDER BY seq"), {"d": dataset_id}).all(), dtype=np.int64)
+        n = len(stored)
+        return n == 0 or all(np.array_equal(stored[:, k], column[:n]) for k, column in
+                             enumerate((dataset.users, dataset.items, dataset.times)))
+
+    def refingerprint(self, dataset_id: int, fp: str) -> bool:
+        """Give a stored dataset the fingerprint of its source as it is now (after ``holds_same_data``);
+        False when another stored dataset already has it."""
+        if self.dataset_id(fp) is not None:
+            return False
+        with self.engine.begin() as conn:
+            conn.execute(DatasetRow.__table__.update().where(DatasetRow.id == dataset_id).values(fingerprint=fp))
+        return True
+
     def interaction_count(self, dataset_id: int) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(InteractionRow)

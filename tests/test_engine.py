@@ -572,6 +572,25 @@ def test_resume_refuses_a_changed_dataset(cli, tiny_scenario, tmp_path, one_line
     one_line_error(r, 2, contains="changed")
 
 
+def test_resume_accepts_the_same_data_copied_again(cli, tiny_scenario, tmp_path):
+    """A file copied over with the same bytes (a new modification time) is the same data: the run continues."""
+    import os
+
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{tmp_path}/same.db"
+    store = Store(db)
+    rp = Replay.new(store, load_scenario(toml))
+    rp.engine.run(until=rp.engine.first_step)
+    rp.interrupted()
+    data = tmp_path / "tiny.csv"
+    data.write_bytes(data.read_bytes())
+    os.utime(data, (1_000_000_000, 1_000_000_000))
+    r = cli("run", "--resume", rp.run_id, "--db", db, "--threads", "1")
+    assert r.exit_code == 0, r.stderr
+    assert store.run(rp.run_id).status == "finished"
+    assert store.data_unchanged(store.run(rp.run_id).dataset_id)  # its fingerprint follows the file now
+
+
 def test_resuming_a_finished_run_keeps_it_finished(cli, tiny_scenario, tmp_path):
     """`sml-sim run --resume ID` on a run that already finished has nothing to do: it must not crash
     on the checkpoints that finishing removed, nor mark the run failed."""
