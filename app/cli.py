@@ -508,12 +508,10 @@ def run(
               f"(retraining from {ds.split.retrain_start}, test {list(ds.split.test)})")
     for note in ds.notes:  # e.g. malformed lines skipped, a split scaled to --periods
         out.print(f"note: {escape(note)}")
-    from sml_sim.evaluation import N_NEGATIVES
+    from sml_sim.evaluation import small_catalogue_note
 
-    if ds.n_items <= N_NEGATIVES:
-        out.print(f"note: only {ds.n_items} items: the sampled ranking uses every candidate a case has (at "
-                  f"most {ds.n_items} instead of 1 + {N_NEGATIVES}), so its figures are not comparable with "
-                  "the paper's" + ("; with 20 items or fewer every case is a hit at 20" if ds.n_items <= 20 else ""))
+    if small_catalogue_note(ds.n_items):
+        out.print(f"note: {small_catalogue_note(ds.n_items)}")
     try:
         drive_with_progress(replay)
     except KeyboardInterrupt:
@@ -733,9 +731,11 @@ def replay(
         store = Store(db, create=False)
     if run_id is not None:
         threads = use_run_threads(store.run(run_id), threads) or threads
+    # A new run: unusable data (nothing left after filtering, ...) is refused here, before the UI opens.
+    dataset = load_with_progress(cfg.dataset) if cfg is not None else None
     from app.tui import run_replay_app
 
-    outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads)
+    outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads, dataset=dataset)
     if outcome.run_id is None:
         if outcome.error:
             raise UserError(f"the replay could not open: {outcome.error}")

@@ -69,9 +69,12 @@ class Replay:
     # -------------------------------------------------------------- construction
 
     @classmethod
-    def new(cls, store: Store, config: RunConfig, progress=None, cancel=None) -> Replay:
+    def new(cls, store: Store, config: RunConfig, progress=None, cancel=None, dataset: Dataset | None = None) -> Replay:
+        """A new run of ``config``; ``dataset``, when the caller has already read it (to refuse
+        unusable data before opening the UI), must be ``config.dataset`` as loaded."""
         device = str(resolve_device(config.device))
-        dataset = load_dataset(config.dataset, progress=progress)
+        if dataset is None:
+            dataset = load_dataset(config.dataset, progress=progress)
         dataset_id = store.register_dataset(dataset, fingerprint(dataset.params, dataset.source))
         # The CPU thread count changes the rounding of parallel sums, hence the results: kept with the
         # run so that continuing it uses the same (``threads_of``).

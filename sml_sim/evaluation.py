@@ -387,6 +387,15 @@ def rank_cases(scorer, cases: CaseSet, device: torch.device, max_chunk_elems: in
                  torch.cat(full_parts).cpu().numpy().astype(np.int32))
 
 
+def small_catalogue_note(n_items: int) -> str | None:
+    """What a catalogue too small for the paper's 1 + 999 candidates does to the sampled figures."""
+    if n_items > N_NEGATIVES:
+        return None
+    return (f"only {n_items} items: the sampled ranking uses every candidate a case has (at most {n_items} "
+            f"instead of 1 + {N_NEGATIVES}), so its figures are not comparable with the paper's"
+            + ("; with 20 items or fewer every case is a hit at 20" if n_items <= 20 else ""))
+
+
 def metrics_from_ranks(sampled: np.ndarray, full: np.ndarray, ks=KS) -> dict[str, float]:
     out: dict[str, float] = {}
     for prefix, ranks in (("", sampled), ("full_", full)):

@@ -60,19 +60,6 @@ def split_means(results: list[dict], split: str = "test") -> dict[str, dict[str,
     return out
 
 
-def relative_improvements(means: dict[str, dict[str, float]], reference: str) -> dict[str, dict[str, float]]:
-    """(reference - other) / other in percent, per metric and K (the TUI shows the chosen one)."""
-    ref = means.get(reference)
-    if ref is None:
-        return {}
-    out = {}
-    for method, m in means.items():
-        if method == reference:
-            continue
-        out[method] = {k: (100.0 * (ref[k] - m[k]) / m[k]) if m[k] > 0 else float("nan") for k in TABLE_METRICS}
-    return out
-
-
 def ri_of(ref: dict[str, float], other: dict[str, float]) -> dict[str, float]:
     """The reference's relative improvement over another method's means, in percent: per metric and K,
     and the paper's Table 1 'RI', the mean over K = 5, 10, 20, once for Recall and once for NDCG

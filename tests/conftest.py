@@ -168,19 +168,23 @@ def scenario_writer():
 
 @pytest.fixture
 def cli(monkeypatch):
-    """Invoke the Typer app in-process: cli(*args, env={...}) -> Result (stdout, stderr, exit_code)."""
+    """Invoke the Typer app in-process: cli(*args, env={...}) -> Result (stdout, stderr, exit_code).
+    torch's thread count, which commands set (--threads, or a resumed run's own), is restored after."""
+    import torch
     from typer.testing import CliRunner
 
     from app.cli import app
 
     runner = CliRunner()
+    threads = torch.get_num_threads()
 
     def invoke(*args, env: dict | None = None):
         for k, v in (env or {}).items():
             monkeypatch.setenv(k, v)
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
 
-    return invoke
+    yield invoke
+    torch.set_num_threads(threads)
 
 
 def sml_sim_command() -> list[str]:

@@ -262,6 +262,11 @@ def test_replay_checks_its_data_before_opening_the_ui(cli, monkeypatch, tmp_path
     monkeypatch.setattr(tui, "run_replay_app", lambda **kw: pytest.fail("the UI opened"))
     r = cli("replay", "movielens", "--data", tmp_path / "nope", "--db", f"sqlite:///{tmp_path}/t.db")
     one_line_error(r, 2, contains="no MovieLens ratings file")
+    # data that reads but leaves nothing after the filters is refused before the UI too
+    small = tmp_path / "u.data"
+    small.write_text("".join(f"{u}\t{i}\t5\t{880000000 + 60 * (u * 7 + i)}\n" for u in range(5) for i in range(5)))
+    r = cli("replay", "movielens", "--data", small, "--min-user-interactions", "10", "--db", f"sqlite:///{tmp_path}/t.db")
+    one_line_error(r, 2, contains="nothing is left after dropping")
 
 
 def test_brackets_in_text_survive(cli, tmp_path, one_line_error):
@@ -497,7 +502,7 @@ def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finish
 
     opened = []
 
-    def fake_app(*, store, config=None, run_id=None, threads=None):
+    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None):
         opened.append((run_id, config))
         return ReplayOutcome(run_id=run_id or 2, finished=True, error=None, exported_to=None)
 

@@ -147,7 +147,7 @@ async def test_run_to_test_then_running_mean_and_relative_improvement(store, tmp
         for method in ("fine", "pop", "random"):
             assert table.cell_text(method, "test R@20") == fmt_value(means[method]["recall@20"])
             expected = "ref" if method == ref else (
-                f"{report.relative_improvements(means, ref)[method]['recall@20']:+.1f}%")
+                f"{report.relative_improvements_shared(store.results(1), 'test', ref)[method]['recall@20']:+.1f}%")
             assert table.cell_text(method, "RI R@20") == expected
         await pilot.press("a")  # autoplay to the end
         await settle(pilot, app, until=lambda: app.phase == "finished")
@@ -168,7 +168,7 @@ async def test_export_writes_the_csv_and_shows_its_path(store, tmp_path):
         deadline = time.monotonic() + 10
         while app.last_export is None and time.monotonic() < deadline:
             await pilot.pause(0.05)
-        path = tmp_path / "sml-sim-run-1.csv"
+        path = tmp_path / "t-run-1.csv"  # named after the store's file, t.db
         assert app.last_export == path.resolve()
         lines = path.read_text().splitlines()
         assert lines[0].startswith("run_id,dataset,source,method,period")
@@ -209,16 +209,169 @@ async def test_method_picker_pauses_and_hides_methods(store, tmp_path):
 
 
 async def test_help_screen_opens_and_closes(store, tmp_path):
+    from textual.widgets._footer import FooterKey
+
     app = make_app(store, tmp_path, auto_first_step=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot, app)
         await pilot.press("question_mark")
         await pilot.pause()
         assert type(app.screen).__name__ == "HelpScreen"
+        # its footer says what q does here: close (it said `q quit`, the main screen's key)
+        keys = {(k.key_display, k.description) for k in app.screen.query(FooterKey)}
+        assert keys == {("q/esc/?", "close")}, keys
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is app.screen_stack[0]
+        for key in ("q", "question_mark"):
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "HelpScreen"
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is app.screen_stack[0] and app.is_running
         assert app.results == []  # auto_first_step=False: nothing ran
+
+
+@pytest.mark.parametrize("behind_help", [False, True], ids=["main", "help"])
+async def test_ctrl_c_quits_like_q(store, tmp_path, behind_help):
+    """Textual's ctrl+c only said "Press ctrl+q to quit the app"."""
+    app = make_app(store, tmp_path, auto_first_step=False)
+    toasts = []
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        app.notify = lambda message, **kw: toasts.append(message)
+        if behind_help:
+            await pilot.press("question_mark")
+            await pilot.pause()
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.cancel.is_set()  # the quit action ran: the same path as q
+    assert not app.is_running and not toasts
+    assert app.outcome().run_id == 1 and store.run(1).status == "interrupted"
+
+
+async def test_the_methods_dialog_shows_the_check_state_without_colour(store, tmp_path):
+    from app.tui.screens import MethodList
+
+    app = make_app(store, tmp_path, auto_first_step=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        app.hidden = {"pop"}
+        await pilot.press("m")
+        await pilot.pause()
+        methods = app.screen.query_one(MethodList)
+        lines = {line.text.split()[-1]: line.text for line in (methods.render_line(y) for y in range(3))}
+        assert lines["fine"].startswith("▐X▌ fine") and lines["random"].startswith("▐X▌ random"), lines
+        assert lines["pop"].startswith("▐ ▌ pop"), lines  # unchecked: no X at all, whatever the colours
+        await pilot.press("space")  # fine, highlighted: unchecked now
+        await pilot.pause()
+        assert methods.render_line(0).text.startswith("▐ ▌ fine")
+        await pilot.press("escape")
+
+
+async def test_with_every_method_unchecked_the_status_says_none_is_selected(store, tmp_path):
+    """It read "the shown methods are scored to the end" at period 3."""
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("m")
+        await pilot.pause()
+        for key in ("space", "down", "space", "down", "space"):
+            await pilot.press(key)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.hidden == {"fine", "pop", "random"}
+        activity = app.query_one("#activity").text
+        assert "no method is selected: m picks the methods" in activity, activity
+        assert "scored to the end" not in activity
+        toasts = []
+        app.notify = lambda message, **kw: toasts.append(message)
+        done = app.steps_done
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.steps_done == done and not app.busy
+        assert toasts == ["no method is selected: m picks the methods to train"], toasts
+
+
+async def test_the_dataset_notes_are_logged_as_run_prints_them(store, tmp_path):
+    """`sml-sim run` prints the dataset's notes (skipped lines, a scaled split); the TUI did not."""
+    config = tiny_config()
+    config.dataset = DatasetSpec(protocol="synthetic-yelp", scale=0.002, periods=8, retrain_start=2)  # split scaled
+    app = make_app(store, tmp_path, config=config, auto_first_step=False)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot, app)
+        notes = app.replay.dataset.notes
+        assert notes and "split scaled" in notes[0]
+        lines = " ".join(log_text(app).split())  # the log wraps long lines
+        for note in notes:
+            assert f"note: {' '.join(note.split())}" in lines, lines
+
+
+def test_the_table_caption_names_no_fixed_candidate_count():
+    """"sampled ranking (1+999)" was wrong on a catalogue of 108 items."""
+    assert MetricChoice().ranking == "sampled ranking" and MetricChoice(full=True).ranking == "full ranking"
+    assert "999" not in MetricChoice().label
+
+
+def test_ri_compares_over_the_test_periods_both_have_scored():
+    """While a resumed method catches up, its test mean covers fewer periods than the reference's:
+    RI then compares the two over the periods both have (sml's 0.4 at period 6 against fine's 0.3)."""
+    from sml_sim.evaluation import METRIC_KEYS
+
+    def row(method, period, value):
+        return {"method": method, "period": period, "split": "test", "in_sample": False, "status": "ok",
+                "error": None, "n_cases": 5, "metrics": {k: value for k in METRIC_KEYS}, "retrain_s": 0.1,
+                "eval_s": 0.0, "extra": {}}
+
+    rows = [row("sml", 6, 0.4), row("pop", 6, 0.2), row("fine", 6, 0.3), row("sml", 7, 0.4), row("pop", 7, 0.2)]
+    table = {r.method: r for r in results_table(rows, ["sml", "fine", "pop"], MetricChoice()).rows}
+    assert table["sml"].ri == {"recall": "ref", "ndcg": "ref"}
+    assert table["pop"].ri == {"recall": "+100.0%", "ndcg": "+100.0%"}
+    assert table["fine"].ri == {"recall": "+33.3%", "ndcg": "+33.3%"}  # over period 6 only
+    assert table["fine"].mean["recall"] == "0.3000"  # its own mean is still shown
+    rows.append(row("fine", 7, 0.3))  # caught up
+    table = {r.method: r for r in results_table(rows, ["sml", "fine", "pop"], MetricChoice()).rows}
+    assert table["fine"].ri == {"recall": "+33.3%", "ndcg": "+33.3%"}
+    full = {r.method: r for r in results_table(rows[:-1], ["sml", "fine", "pop"], MetricChoice(full=True)).rows}
+    assert full["fine"].ri == {"recall": "+33.3%", "ndcg": "+33.3%"} and full["pop"].ri["recall"] == "+100.0%"
+    disjoint = [row("sml", 7, 0.4), row("fine", 6, 0.3)]  # no period in common: nothing to compare
+    table = {r.method: r for r in results_table(disjoint, ["sml", "fine"], MetricChoice()).rows}
+    assert table["fine"].ri == {"recall": "-", "ndcg": "-"}
+
+
+def test_export_names_differ_per_store_and_never_replace_a_file(tmp_path):
+    assert tui_app.export_path(tmp_path, tmp_path / "a.db", 1) == (tmp_path / "a-run-1.csv").resolve()
+    assert tui_app.export_path(tmp_path, Path("/elsewhere/b.sqlite"), 1) == (tmp_path / "b-run-1.csv").resolve()
+    assert tui_app.export_path(tmp_path, None, 3) == (tmp_path / "sml-sim-run-3.csv").resolve()
+    (tmp_path / "a-run-1.csv").write_text("keep")
+    (tmp_path / "a-run-1-2.csv").write_text("keep")
+    assert tui_app.export_path(tmp_path, tmp_path / "a.db", 1) == (tmp_path / "a-run-1-3.csv").resolve()
+
+
+async def test_export_keeps_an_existing_file_and_rewrites_only_its_own(store, tmp_path):
+    (tmp_path / "t-run-1.csv").write_text("another store's run 1\n")
+    app = make_app(store, tmp_path)
+
+    async def export(pilot, rows: int) -> None:
+        await pilot.press("e")
+        deadline = time.monotonic() + 10
+        while app.export_rows != rows and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert app.export_rows == rows
+
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await export(pilot, 3)
+        own = (tmp_path / "t-run-1-2.csv").resolve()
+        assert app.last_export == own
+        await pilot.press("n")
+        await settle(pilot, app, until=lambda: app.steps_done >= 2)
+        await export(pilot, 6)  # e again: this session's file, rewritten with the later period
+        assert app.last_export == own
+        assert len(own.read_text().splitlines()) == 1 + 6
+        assert (tmp_path / "t-run-1.csv").read_text() == "another store's run 1\n"
+        assert not (tmp_path / "t-run-1-3.csv").exists()
 
 
 # ---------------------------------------------------------------------------------------------- failures
@@ -362,7 +515,7 @@ async def test_an_export_followed_by_more_periods_is_reported_as_outdated(store,
         await settle(pilot, app, until=lambda: app.steps_done >= 2)
         await pilot.press("q")
     outcome = app.outcome()
-    path = (tmp_path / "sml-sim-run-1.csv").resolve()
+    path = (tmp_path / "t-run-1.csv").resolve()
     assert outcome.exported_to == path and outcome.exported_rows == 3 and outcome.exported_through == 3
     assert outcome.export_outdated  # period 4 was committed after the export: the file lacks it
     assert len(path.read_text().splitlines()) == 1 + 3
@@ -553,7 +706,7 @@ def tui_snapshots(monkeypatch):
 
 
 @pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["80x24", "200x60"])
-def test_main_screen_snapshot(tui_snapshots, snap_compare, store, tmp_path, size):
+def test_main_screen_snapshot(tui_snapshots, snap_compare, store, tmp_path, size, one_thread):
     app = make_app(store, tmp_path)
 
     async def two_steps(pilot):

@@ -209,18 +209,21 @@ class ReplayApp(App):
         Binding("m", "methods", "methods"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
+        # Textual's own ctrl+c only says "press ctrl+q": here it quits as q does (also behind a dialog).
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
     ]
 
     # The converter from engine results to table rows; a test may freeze its timings.
     result_row = staticmethod(model.result_row)
 
     def __init__(self, *, store, config=None, run_id: int | None = None, threads: int | None = None,
-                 export_dir: Path | str | None = None, auto_first_step: bool = True):
+                 export_dir: Path | str | None = None, auto_first_step: bool = True, dataset=None):
         super().__init__()
         if (config is None) == (run_id is None):
             raise ValueError("give exactly one of config (a new run) or run_id (resume)")
         self.store = store
         self.config = config
+        self.dataset = dataset  # config's dataset, when the command line has read it already
         self.requested_run = run_id
         self.threads = threads
         self.export_dir = Path(export_dir) if export_dir is not None else None
@@ -285,6 +288,7 @@ class ReplayApp(App):
     @work(thread=True, group="replay", exit_on_error=False, name="load", description="load the dataset, pre-train")
     def _load_worker(self) -> str:
         from db.replay import Replay
+        from sml_sim.evaluation import small_catalogue_note
         from sml_sim.retrainers.base import Cancelled
 
         cancel = self.cancel
@@ -300,7 +304,8 @@ class ReplayApp(App):
 
         try:
             if self.config is not None:
-                replay = Replay.new(self.store, self.config, progress=on_read, cancel=cancel)
+                replay = Replay.new(self.store, self.config, progress=on_read, cancel=cancel, dataset=self.dataset)
+                self.dataset = None  # the replay holds it now
             else:
                 replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel)
         except Cancelled:
@@ -313,6 +318,7 @@ class ReplayApp(App):
             device=str(replay.engine.device), n_periods=ds.n_periods, split=ds.split.as_dict(),
             methods=list(replay.config.methods),
             repeats_finished=self._finished_twin(replay.run_id) if self.config is not None else None,
+            notes=[str(note) for note in ds.notes] + [n for n in [small_catalogue_note(ds.n_items)] if n],
         )
         self.post_message(ReplayLoaded(view, self.store.results(replay.run_id), replay))
         if not replay.engine.finished:
@@ -429,6 +435,13 @@ class ReplayApp(App):
         engine = self.replay.engine
         return model.catch_up(self.view.methods, engine.committed, engine.first_step, engine.paused, engine.failed)
 
+    def selected_live(self) -> list[str]:
+        """The methods the next steps train: checked in the methods dialog and not failed."""
+        if self.replay is None or self.view is None:
+            return []
+        engine = self.replay.engine
+        return [m for m in self.view.methods if m not in engine.paused and m not in engine.failed]
+
     def start_step(self) -> bool:
         if self.busy or self.phase not in ("ready",) or self.replay is None:
             return False
@@ -438,8 +451,9 @@ class ReplayApp(App):
             return False
         if self.replay.engine.next_step > self.replay.engine.last_step:  # only paused methods are behind
             self.goal = None
-            self.notify("the shown methods are scored to the end; m resumes a paused method", title="step",
-                        timeout=BUSY_TOAST)
+            self.notify("the shown methods are scored to the end; m resumes a paused method"
+                        if self.selected_live() else "no method is selected: m picks the methods to train",
+                        title="step", timeout=BUSY_TOAST)
             self.update_status()
             return False
         self.busy = True
@@ -475,6 +489,8 @@ class ReplayApp(App):
                           f"(`sml-sim replay --run {twin}`, with the same --db, shows it)")
         if self.view.synthetic:
             self.log_line(f"[black on yellow] SYNTHETIC [/] {escape(self.view.source)}")
+        for note in self.view.notes:  # as `sml-sim run` prints them: skipped lines, a scaled split...
+            self.log_line(f"[yellow]note:[/] {escape(note)}")
         self.activity("replaying the periods before retraining, pre-training the initial model", 0.0)
         self.refresh_views()
         self.update_status()
@@ -595,8 +611,7 @@ class ReplayApp(App):
             ref = table.reference or ("sml" if "sml" in methods else "the best")
             hidden = f" · hidden: {', '.join(sorted(self.hidden))}" if self.hidden else ""
             # The table shows Recall and NDCG both: its title names only what applies to both.
-            ranking = "full ranking" if choice.full else "sampled ranking (1+999)"
-            title = (f"{ranking} · test = mean of {table.n_test} period{'' if table.n_test == 1 else 's'}"
+            title = (f"{choice.ranking} · test = mean of {table.n_test} period{'' if table.n_test == 1 else 's'}"
                      f" · RI % = {ref} vs row{hidden}")
             label = self.query_one("#table-title", Static)
             if title != str(label.content):
@@ -636,7 +651,10 @@ class ReplayApp(App):
                 else:
                     engine = self.replay.engine
                     t = engine.next_step
-                    if t > engine.last_step:  # the shown methods are done; a paused one is not
+                    if t > engine.last_step and not self.selected_live():
+                        self.activity("no method is selected: m picks the methods to train and show · "
+                                      "e exports · q quits", None)
+                    elif t > engine.last_step:  # the shown methods are done; a paused one is not
                         waiting = sorted(m for m in engine.paused if m not in engine.failed)
                         self.activity(f"the shown methods are scored to the end; {', '.join(waiting)} "
                                       f"{'is' if len(waiting) == 1 else 'are'} paused: m resumes, then n "
@@ -740,8 +758,11 @@ class ReplayApp(App):
     def action_export(self) -> None:
         if self.view is None:
             return
-        folder = self.export_dir or Path.cwd()
-        path = (folder / f"sml-sim-run-{self.view.run_id}.csv").resolve()
+        if self.last_export is not None:  # this session's file: e again rewrites it with later periods
+            path = self.last_export
+        else:
+            path = export_path(self.export_dir or Path.cwd(), getattr(self.store, "sqlite_path", None),
+                               self.view.run_id)
         self._export_worker(path)
 
     def action_methods(self) -> None:
@@ -797,7 +818,22 @@ class ReplayApp(App):
         self.exit()
 
 
-def run_replay_app(*, store, config=None, run_id: int | None = None, threads: int | None = None) -> ReplayOutcome:
+def export_path(folder: Path, db_file: Path | None, run_id: int) -> Path:
+    """Where `e` writes run ``run_id``'s CSV: ``<db stem>-run-<id>.csv`` (``sml-sim-run-<id>.csv``
+    for a store that is not an SQLite file), so two stores' run 1 exported in one folder differ; an
+    existing file is never replaced: ``-2``, ``-3``... are added."""
+    stem = Path(db_file).stem if db_file is not None else "sml-sim"
+    base = f"{stem}-run-{run_id}"
+    path = (Path(folder) / f"{base}.csv").resolve()
+    n = 2
+    while path.exists():
+        path = path.with_name(f"{base}-{n}.csv")
+        n += 1
+    return path
+
+
+def run_replay_app(*, store, config=None, run_id: int | None = None, threads: int | None = None,
+                   dataset=None) -> ReplayOutcome:
     """Open the TUI on a new run (``config``) or an existing one (``run_id``), record the run's status
     when it closes, and say how it ended (the command line prints it)."""
     import torch
@@ -807,7 +843,7 @@ def run_replay_app(*, store, config=None, run_id: int | None = None, threads: in
     # The training thread holds the GIL between its (GIL-releasing) torch calls; a shorter switch
     # interval hands the GIL to the UI thread sooner when it wakes up for a key (default 5 ms).
     sys.setswitchinterval(SWITCH_INTERVAL)
-    app = ReplayApp(store=store, config=config, run_id=run_id, threads=n)
+    app = ReplayApp(store=store, config=config, run_id=run_id, threads=n, dataset=dataset)
     app.run()
     # The worker thread has ended here (the event loop joins its executor on exit).
     return app.outcome()

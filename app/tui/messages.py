@@ -25,6 +25,7 @@ class RunView:
     split: dict  # Split.as_dict(): periods, train, validation, test, retrain_start
     methods: list[str]
     repeats_finished: int | None = None  # a new run with the settings of this finished run
+    notes: list[str] = field(default_factory=list)  # the dataset's notes (skipped lines, a scaled split...)
 
     def split_of(self, period: int) -> str:
         if period < self.split["retrain_start"]:

@@ -53,7 +53,9 @@ class MetricChoice:
 
     @property
     def ranking(self) -> str:
-        return "full ranking" if self.full else "sampled 1+999"
+        # The sampled ranking puts each case's item against up to 999 sampled negatives: fewer on a
+        # small catalogue, so no fixed count is named here.
+        return "full ranking" if self.full else "sampled ranking"
 
     def next_kind(self) -> MetricChoice:
         return replace(self, kind="ndcg" if self.kind == "recall" else "recall")
@@ -163,18 +165,9 @@ def results_table(results: list[dict], methods: list[str], choice: MetricChoice)
 
     means = report.split_means(results, "test")
     reference = report.ri_reference(means, choice.key)
-    improvements: dict[str, dict[str, float]] = {}
-    if reference is not None:
-        improvements = report.relative_improvements(means, reference)
-        ref = means[reference]
-        for method, m in means.items():  # full-ranking keys: the same formula as the paper's RI row
-            if method == reference:
-                continue
-            for kind in ("recall", "ndcg"):
-                key = choice.key_for(kind)
-                if key not in improvements.get(method, {}):
-                    improvements.setdefault(method, {})[key] = (
-                        100.0 * (ref[key] - m[key]) / m[key] if m[key] > 0 else float("nan"))
+    # Each method against the reference over the test periods both have scored: while a resumed
+    # method catches up, or after one failed, unlike means would be compared otherwise.
+    improvements = report.relative_improvements_shared(results, "test", reference) if reference else {}
     last: dict[str, dict] = {}
     failure: dict[str, dict] = {}
     for r in results:

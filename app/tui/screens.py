@@ -6,15 +6,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Markdown, SelectionList
+from textual.strip import Strip
+from textual.widgets import Button, Checkbox, Footer, Label, Markdown, SelectionList
+from textual.widgets.option_list import OptionDoesNotExist
 
 HELP = """\
 # sml-sim replay
 
 The replay clock advances one period at a time. Each **step** writes the next period into the
-store, retrains every method on the current period and scores it on the next one (one positive
-against 999 sampled negatives, and its rank among all items). Periods are numbered from 0, as in
-the store and the CSV export.
+store, retrains every method on the current period and scores it on the next one (each case's item
+is ranked against up to 999 sampled negatives, fewer when the catalogue is smaller, and among all
+items). Periods are numbered from 0, as in the store and the CSV export.
 
 | key | what it does |
 |---|---|
@@ -23,12 +25,12 @@ the store and the CSV export.
 | `t` | run to the first test period |
 | `r` | the chart's metric (and the log's): Recall / NDCG; the table shows both |
 | `k` | K = 5, 10, 20 (chart and table) |
-| `f` | sampled (1 + 999) / full ranking (chart and table) |
+| `f` | sampled ranking (up to 999 negatives per case) / full ranking (chart and table) |
 | `c` | on a narrow terminal: metric chart / timing chart |
-| `e` | export the run's results as CSV (the path is shown) |
+| `e` | export the run's results as CSV, `<store name>-run-<id>.csv` in the current folder (another file is never replaced: `-2`, `-3`... are added; e again rewrites this session's file; the path is shown) |
 | `m` | pick the methods trained and shown (an unchecked one is paused) |
 | `?` | this help |
-| `q` | quit: cancels the running step; every committed period is kept |
+| `q` / `ctrl+c` | quit: cancels the running step; every committed period is kept |
 
 **Header**: dataset and source (synthetic data is flagged), device, the period the clock is at and its
 split (pretrain / train / validation / test), the run id.
@@ -41,7 +43,8 @@ meta step had seen during training periods: they are never averaged.
 
 **Table**: per method, the last scored period (`*` = in-sample) and its metrics, the running mean over
 the test periods so far, **RI** = the relative improvement of SML (or, without SML, of the best
-method by the chart's metric) over that method on the test mean, in percent, and the last retraining
+method by the chart's metric) over that method on the test mean, in percent (`-` while the two means
+cover different test periods, e.g. while a resumed method catches up), and the last retraining
 time. It shows Recall and NDCG both, at the chosen K and ranking. A failed method
 is marked `x` with its reason under the table and in the log; the others go on.
 
@@ -71,17 +74,39 @@ class HelpScreen(ModalScreen[None]):
         padding: 0 1;
     }
     """
+    # Its own footer: the main screen's (behind this one) offers `q quit`, but here q closes.
     BINDINGS = [
-        Binding("escape", "close", "close"),
-        Binding("q,question_mark", "close", "close", show=False),
+        Binding("q", "close", "close", key_display="q/esc/?"),
+        Binding("escape,question_mark", "close", "close", show=False),
     ]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Markdown(HELP)
+        yield Footer(compact=True)
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class MethodList(SelectionList[str]):
+    """A SelectionList whose boxes read without colour: `X` when checked, blank when not (Textual
+    draws the X in both states and tells them apart by colour only)."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        if len(segments) < 2 or segments[1].text != Checkbox.BUTTON_INNER:
+            return strip
+        try:
+            value = self.get_option_at_index(self.scroll_offset.y + y).value
+        except OptionDoesNotExist:  # past the last option
+            return strip
+        if value in self.selected:
+            return strip
+        inner = segments[1]
+        segments[1] = inner._replace(text=" " * len(inner.text))
+        return Strip(segments, strip.cell_length)
 
 
 class MethodsScreen(ModalScreen[set[str] | None]):
@@ -130,12 +155,13 @@ class MethodsScreen(ModalScreen[set[str] | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Methods trained and shown")
-            yield SelectionList[str](*[(m, m, m not in self.hidden) for m in self.methods], id="methods")
+            yield MethodList(*[(m, m, m not in self.hidden) for m in self.methods], id="methods")
             yield Label("space toggles, enter applies, escape cancels. Unchecked methods pause; checked again, "
                         "the next n retrains them on the periods they missed, then the clock moves on.")
             with Horizontal():
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Cancel", id="cancel")
+        yield Footer(compact=True)  # its own keys, not the main screen's (q does nothing here)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "apply":
