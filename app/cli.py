@@ -479,11 +479,13 @@ def run(
             raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
         refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
         store = Store(db, create=False)
-        use_run_threads(store.run(resume), threads)
+        if store.run(resume).status != "finished":
+            use_run_threads(store.run(resume), threads)
         if store.run(resume).status == "finished":
             out.print(f"run {resume} is already finished; nothing to do")
             print_summary(store, resume, db)
             write_out_csv(store, resume, out_csv, db)
+            exit_if_methods_failed(store, resume)
             return
         replay = Replay.resume(store, resume)
         out.print(f"resuming run {resume} ({replay.dataset.name}) from period {replay.engine.next_step + 1}")
@@ -517,8 +519,11 @@ def run(
     except KeyboardInterrupt:
         replay.cancel.set()
         replay.interrupted()
-        done = replay.engine.committed
-        reached = f" (every method through period {min(done.values())})" if done else " (none yet)"
+        engine = replay.engine
+        live = [m for m in engine.retrainers if m not in engine.failed]
+        behind = [m for m in live if m not in engine.committed]
+        reached = (f" (none yet for {', '.join(behind)})" if behind else
+                   f" (every method through period {min(engine.committed[m] for m in live)})" if live else "")
         err.print(f"interrupted: committed periods are kept{reached}; continue with "
                   f"`sml-sim run --resume {replay.run_id}{escape(db_flag(db))}`")
         raise typer.Exit(130) from None
@@ -730,7 +735,8 @@ def replay(
         refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"})
         store = Store(db, create=False)
     if run_id is not None:
-        threads = use_run_threads(store.run(run_id), threads) or threads
+        if store.run(run_id).status != "finished":  # a finished one is only shown
+            threads = use_run_threads(store.run(run_id), threads) or threads
     # A new run: unusable data (nothing left after filtering, ...) is refused here, before the UI opens.
     dataset = load_with_progress(cfg.dataset) if cfg is not None else None
     from app.tui import run_replay_app
@@ -853,8 +859,8 @@ def export(
         n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id), store.results(run_id), raw_ids)
         wrote(n, "case rows", out_path)
         if raw_ids is None:
-            err.print("note: raw_user and raw_item are empty: this dataset was stored by an earlier sml-sim, "
-                      "which kept only the dense ids (ingest it again into a new --db to get them)")
+            err.print("note: raw_user and raw_item are empty: this run's data was stored by an earlier sml-sim, "
+                      "which kept only the dense ids (a new run in a new --db stores them)")
     elif filters:
         try:
             n = report.write_filters_csv(out_path, run_id, store.results(run_id))

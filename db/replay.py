@@ -97,9 +97,11 @@ class Replay:
         if store.dataset_id(fp) != info.dataset_id:
             # Names, sizes and times differ: a file copied again or touched has the same content.
             if not store.holds_same_data(info.dataset_id, dataset):
-                raise StoreError(f"run {run_id}: its dataset has changed on disk since the run started "
-                                 f"({info.source}); start a new run instead")
+                raise StoreError(f"run {run_id}: its dataset now reads differently from the one stored when the "
+                                 f"run started ({info.source}: the file changed, or this version of sml-sim "
+                                 "reads it differently); start a new run instead")
             store.refingerprint(info.dataset_id, fp)
+        store.mark_used(info.dataset_id)
         if info.status != "finished":
             store.set_run_status(run_id, "running")
         return cls(store, run_id, config, dataset, info.dataset_id, cancel)

@@ -93,8 +93,8 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
         engine = create_engine(parsed, **kwargs)
     except ModuleNotFoundError as exc:  # SQLAlchemy's driver for this kind of database is not installed
         hint = {"psycopg": "PostgreSQL: .venv/bin/pip install psycopg", "psycopg2": "PostgreSQL: .venv/bin/pip "
-                "install psycopg and use a postgresql+psycopg:// URL", "MySQLdb": "MySQL: .venv/bin/pip install "
-                "pymysql and use a mysql+pymysql:// URL"}.get(exc.name or "", "see SQLAlchemy's dialects")
+                "install psycopg and use a postgresql+psycopg:// URL"}.get(
+            exc.name or "", "sml-sim supports SQLite and PostgreSQL")
         raise StoreError(f"cannot open the database {url}: its Python driver ({exc.name}) is not installed; "
                          f"install it into this environment ({hint})") from exc
     except Exception as exc:
@@ -189,8 +189,12 @@ class Store:
         added = {"runs": ("owner", "VARCHAR(128)"), "datasets": ("used_at", "TIMESTAMP")}
         for table, (column, kind) in added.items():
             if column not in {c["name"] for c in inspect(self.engine).get_columns(table)}:
-                with self.engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                except DatabaseError:  # another process opening the same store added it first
+                    if column not in {c["name"] for c in inspect(self.engine).get_columns(table)}:
+                        raise
 
     def _has(self, table: str, column: str | None = None) -> bool:
         """Whether this store has the table (and column): a read-only store of an earlier version may not."""
@@ -243,6 +247,12 @@ class Store:
                 dataset_id = conn.execute(DatasetRow.__table__.insert().values(**values)).inserted_primary_key[0]
         Store._mark_used(conn, dataset_id)
         return dataset_id
+
+    def mark_used(self, dataset_id: int) -> None:
+        """Record that a run used the dataset now (`periods NAME` shows the one used last)."""
+        if not self.read_only:
+            with self.engine.begin() as conn:
+                self._mark_used(conn, dataset_id)
 
     @staticmethod
     def _mark_used(conn, dataset_id: int) -> None:
@@ -362,19 +372,33 @@ class Store:
             ]
 
     def holds_same_data(self, dataset_id: int, dataset) -> bool:
-        """Whether the stored dataset is ``dataset``, compared by content (sizes, then every stored
-        interaction): a file copied again or touched changes its fingerprint but not its data."""
+        """Whether the stored dataset is ``dataset``, compared by content (sizes, every stored
+        interaction in chunks, the stored raw ids): a file copied again or touched changes its
+        fingerprint but not its data."""
         with self.session() as s:
             row = s.get(DatasetRow, dataset_id)
             if row is None or (row.n_interactions, row.n_users, row.n_items, row.n_periods) != (
                     len(dataset.users), dataset.n_users, dataset.n_items, dataset.n_periods):
                 return False
+        columns = (dataset.users, dataset.items, dataset.times)
+        done = 0
         with self.engine.connect() as conn:
-            stored = np.array(conn.execute(text('SELECT "user", item, ts FROM interactions WHERE dataset_id = :d '
-                                                "ORDER BY seq"), {"d": dataset_id}).all(), dtype=np.int64)
-        n = len(stored)
-        return n == 0 or all(np.array_equal(stored[:, k], column[:n]) for k, column in
-                             enumerate((dataset.users, dataset.items, dataset.times)))
+            result = conn.execute(text('SELECT "user", item, ts FROM interactions WHERE dataset_id = :d ORDER BY seq'),
+                                  {"d": dataset_id})
+            for chunk in result.partitions(200_000):
+                stored = np.array([tuple(r) for r in chunk], dtype=np.int64)
+                hi = done + len(stored)
+                if hi > len(dataset.users) or not all(np.array_equal(stored[:, k], c[done:hi])
+                                                      for k, c in enumerate(columns)):
+                    return False
+                done = hi
+        raw = self.raw_ids(dataset_id)
+        if raw is not None and dataset.user_raw is not None:
+            users, items = raw
+            if (users != dataset.user_raw[:len(users)].tolist()
+                    or items != dataset.item_raw[:len(items)].tolist()):
+                return False  # the same shape under other names
+        return True
 
     def refingerprint(self, dataset_id: int, fp: str) -> bool:
         """Give a stored dataset the fingerprint of its source as it is now (after ``holds_same_data``);

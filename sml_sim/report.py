@@ -97,8 +97,14 @@ def ri_reference(means: dict[str, dict[str, float]], metric: str = "recall@20") 
     return "sml" if "sml" in means else best_method(means, metric)
 
 
+# Sanity references and probes, not recommenders under study: never "the best" while a method is.
+REFERENCE_METHODS = ("pop", "random", "fresh")
+
+
 def best_method(means: dict[str, dict[str, float]], metric: str = "recall@20") -> str | None:
-    return max(means, key=lambda m: means[m][metric]) if means else None
+    """The method with the highest ``metric``, among the methods under study when any ran."""
+    studied = [m for m in means if m not in REFERENCE_METHODS] or list(means)
+    return max(studied, key=lambda m: means[m][metric]) if studied else None
 
 
 def breakdown(case_ranks: Iterable[dict], results: list[dict], split: str = "test", k: int = 20) -> dict:

@@ -524,27 +524,30 @@ def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finish
         os.utime(data, (stat.st_atime, stat.st_mtime))
 
 
-def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario, monkeypatch):
+def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario):
     """The thread count changes the rounding of parallel sums: a run keeps the one it started with."""
     import torch
 
+    from db.replay import Replay
     from db.store import Store
+    from sml_sim.config import load_scenario
 
     toml = tiny_scenario(methods=("pop",))
     db = f"sqlite:///{toml.parent}/threads.db"
-    before = torch.get_num_threads()
-    try:
-        r = cli("run", toml, "--db", db, "--threads", "1")
-        assert r.exit_code == 0, r.stderr
-        assert "(1 thread)" in r.stdout
-        assert Store(db).run(1).config["threads"] == 1
-        torch.set_num_threads(2)
-        r = cli("run", "--resume", "1", "--db", db)  # finished: prints the summary, with its threads set
-        assert r.exit_code == 0 and torch.get_num_threads() == 1
-        r = cli("run", "--resume", "1", "--db", db, "--threads", "2")
-        assert "started with 1 thread;" in r.stderr
-    finally:
-        torch.set_num_threads(before)
+    r = cli("run", toml, "--db", db, "--threads", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "(1 thread)" in r.stdout
+    assert Store(db).run(1).config["threads"] == 1
+    torch.set_num_threads(1)
+    for _ in range(2):  # runs 2 and 3, interrupted after their first step
+        rp = Replay.new(Store(db), load_scenario(toml))
+        rp.engine.run(until=rp.engine.first_step)
+        rp.interrupted()
+    torch.set_num_threads(2)
+    r = cli("run", "--resume", "2", "--db", db)
+    assert r.exit_code == 0 and "(1 thread)" in r.stdout, r.stdout  # its own count, not the default
+    r = cli("run", "--resume", "3", "--db", db, "--threads", "2")
+    assert r.exit_code == 0 and "started with 1 thread;" in r.stderr and "(2 threads)" in r.stdout
 
 
 def test_periods_shows_the_dataset_ingested_last(cli, tmp_path, toy_stream):

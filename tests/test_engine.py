@@ -125,9 +125,11 @@ def _flat_state(state, prefix=""):
 
 
 def test_model_that_scores_a_period_has_not_seen_it(toy_stream):
-    """Rewire the interactions of one test period (its old-item cases get other old items): every method's state after training up to the period before, which then scores it, must
-    not change. The cut tests above show no dependence on later periods; this one covers the scored
-    period itself (a method could read it through the dataset it is handed)."""
+    """Rewire the interactions of one test period (its old-item cases get other old items): every
+    method's state after training up to the period before, which then scores it, must not change. The
+    cut tests above show no dependence on later periods; this test and the next cover the scored period
+    itself (a method could read it through the dataset it is handed): this one catches a use of the
+    old items' counts there by any route, the next any request for that period."""
     from sml_sim.data.base import RawStream, build_dataset
     from sml_sim.data.protocols import equal_count_cut
 
@@ -162,6 +164,50 @@ def test_model_that_scores_a_period_has_not_seen_it(toy_stream):
         assert state.keys() == other_state.keys()
         changed = [k for k in state if not np.array_equal(np.asarray(state[k]), np.asarray(other_state[k]))]
         assert not changed, f"{method}'s model for period {target} depends on that period: {changed}"
+
+
+def test_no_method_asks_for_a_period_it_may_not_see(monkeypatch, toy_stream):
+    """While a method trains on period t it may ask for periods up to t, and t + 1 only when the engine
+    hands it over (a training period, for SML's meta step). Every request a method can make of the
+    dataset it is handed (a period, the history up to one, the users or items seen by one) is checked."""
+    from sml_sim.data.base import RawStream, build_dataset
+    from sml_sim.data.protocols import equal_count_cut
+    from sml_sim.retrainers.base import ReplayContext
+
+    users, items, times = toy_stream(n=1500, n_users=60, n_items=80, seed=6, late_newcomers=200)
+    ds = build_dataset(RawStream(users, items, times), name="h", source="h", is_synthetic=True, params={},
+                       min_user=1, min_item=1, cut=equal_count_cut(8),
+                       split_for=lambda n: Split.from_counts(n, 4, 1, 3, 2))
+    limit: dict = {"now": None, "method": None}
+    asked_beyond = []
+
+    def guarded(original, what):
+        def call(self, t, *args, **kw):
+            if limit["now"] is not None and t > limit["now"]:
+                asked_beyond.append(f"{limit['method']} asked for {what}({t}) while allowed up to {limit['now']}")
+            return original(self, t, *args, **kw)
+        return call
+
+    for owner, name in ((Dataset, "period"), (Dataset, "upto"), (ReplayContext, "n_items_seen"),
+                        (ReplayContext, "n_users_seen")):
+        monkeypatch.setattr(owner, name, guarded(getattr(owner, name), name))
+    eng = ReplayEngine(ds, [MethodSpec(m, dict(p)) for m, p in SCORED_PERIOD_METHODS.items()], seed=0,
+                       device="cpu", pretrain=PRETRAIN)
+
+    def watch(name, fit):
+        def fit_period(t, next_period=None):
+            limit.update(now=t + (next_period is not None), method=name)
+            try:
+                return fit(t, next_period)
+            finally:
+                limit.update(now=None, method=None)
+        return fit_period
+
+    for name, r in eng.retrainers.items():
+        r.fit_period = watch(name, r.fit_period)
+    eng.run()
+    assert eng.finished and not eng.failed
+    assert not asked_beyond, "\n".join(sorted(set(asked_beyond)))
 
 
 def test_cases_do_not_depend_on_later_periods(lookahead_runs):

@@ -237,6 +237,9 @@ def test_adressa_day_files_cut_at_utc_midnight_spill_into_the_evening(tmp_path):
     assert np.diff(ds.offsets).tolist() == [4, 4, 4, 4, 4, 7]
     assert ds.period_bounds[5] == (oslo_ts(2017, 1, 11, 17), oslo_ts(2017, 1, 12, 2))
     assert any("3 event(s) in the first 2 hours of the last Oslo day" in n for n in ds.notes), ds.notes
+    # the reading's version is part of the params the store fingerprints: a store holding the same
+    # folder read the old way (66 periods for 21 days) is not taken for this one
+    assert ds.params["reading"] == 2
 
 
 def test_adressa_drops_non_articles_and_zero_reading_time(tmp_path):

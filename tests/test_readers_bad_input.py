@@ -409,3 +409,11 @@ def test_csv_times_unlike_an_interaction_log_get_a_note(tmp_path):
     rows = [f"u{k % 7},i{k % 11},{1_700_000_000 + 3 * k}\n" for k in range(200)]
     ds = load_dataset(DatasetSpec(protocol="csv", data=str(_csv(tmp_path / "burst.csv", rows)), periods=4))
     assert any("'time'" in n and "span 9.95 minute(s)" in n and "200 distinct" in n for n in ds.notes), ds.notes
+
+
+def test_a_daily_log_over_a_week_gets_no_time_column_note(tmp_path):
+    """Dates without a time of day are coarse, not a wrong column: 2,000 rows over 7 days say nothing."""
+    rows = [f"u{k % 50},i{k % 40},2024-03-0{1 + k % 7}\n" for k in range(2000)]
+    path = _csv(tmp_path / "daily.csv", rows)
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=7, csv={"time_format": "%Y-%m-%d"}))
+    assert not any("distinct" in n for n in ds.notes), ds.notes

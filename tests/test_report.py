@@ -33,6 +33,9 @@ def test_ri_reference_is_sml_when_it_ran_else_the_best():
     assert report.ri_reference({"sml": low, "full": high}) == "sml"
     assert report.ri_reference({"fine": low, "full": high}) == "full"
     assert report.ri_reference({}) is None
+    # a probe or sanity reference is never the best while a method under study ran
+    assert report.ri_reference({"fine": low, "fresh": high, "pop": high}) == "fine"
+    assert report.ri_reference({"random": low, "pop": high}) == "pop"
 
 
 def test_ri_compares_each_pair_over_the_periods_both_scored():

@@ -334,10 +334,12 @@ class ReplayApp(App):
 
         `sml-sim replay` reopens the last run with the same settings, finished or not; with --new it
         starts another, and the app says which finished run it repeats."""
+        from db.replay import same_settings
+
         runs = self.store.runs()
-        mine = next((r.config for r in runs if r.run_id == run_id), None)
-        twins = [r.run_id for r in runs if r.run_id != run_id and r.status == "finished" and r.config == mine]
-        return twins[-1] if twins and mine is not None else None
+        twins = [r.run_id for r in runs if r.run_id != run_id and r.status == "finished"
+                 and self.config is not None and same_settings(r.config, self.config)]
+        return twins[-1] if twins else None
 
     @work(thread=True, group="replay", exit_on_error=False, name="step", description="retrain and score one period")
     def _step_worker(self) -> str:

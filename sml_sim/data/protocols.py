@@ -108,6 +108,9 @@ def default_location(protocol: str) -> Path:
 
 
 ADRESSA_SPILL_HOURS = 2  # Oslo is 1-2 hours ahead of UTC
+# Raised when the same file starts being read into different periods or interactions, so that the
+# store's fingerprint (which covers the dataset's params) tells the new reading from a stored old one.
+READING_VERSION = {"adressa": 2}  # 2: the UTC-midnight spill joins the evening before
 
 
 def adressa_cut(times: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]], list[str]]:
@@ -309,6 +312,8 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
     params = spec.as_dict()
     if not synthetic_:  # the file or folder actually read: the store fingerprints it
         params["resolved_data"] = str((Path(spec.data) if spec.data else default_location(spec.protocol)).resolve())
+        if spec.protocol in READING_VERSION:  # a store must not take data read the old way for this
+            params["reading"] = READING_VERSION[spec.protocol]
     dataset = build_dataset(
         raw, name=spec.protocol, source=source, is_synthetic=synthetic_, params=params,
         min_user=min_user, min_item=min_item, cut=cut, split_for=split_for,

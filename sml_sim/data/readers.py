@@ -424,14 +424,16 @@ def _span_text(seconds: int) -> str:
 
 def _narrow_times_note(times: np.ndarray, time_name: str, time_format: str) -> str | None:
     """A note when the times read do not look like an interaction log: all within a very short span,
-    or very few distinct values for many rows, as when --time-col names a rating or a category
+    or very few distinct values for many rows (other than whole days), as when --time-col names a rating or a category
     column (MovieLens ``u.data`` read with --time-col 2: 100,000 times within 5 seconds of 1970)."""
     n = len(times)
     if n < SHORT_SPAN_ROWS:
         return None
     first, last = int(times.min()), int(times.max())
     short = last - first < SHORT_SPAN
-    few = n >= FEW_TIMES_ROWS and np.unique(times[:10_000]).size <= FEW_TIMES  # cheap test first
+    # Dates without a time of day (a daily log over a week has 7 values) are coarse, not wrong.
+    few = (n >= FEW_TIMES_ROWS and np.unique(times[:10_000]).size <= FEW_TIMES  # cheap test first
+           and bool((times % 86400).any()))
     if not short and not (few and np.unique(times).size <= FEW_TIMES):
         return None
     distinct = int(np.unique(times).size)
