@@ -874,6 +874,37 @@ def export(
 
 @app.command()
 @friendly
+def delete(
+    run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The run to remove (see `sml-sim runs`).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask (needed without a terminal).")] = False,
+    db: DbOpt = None,
+):
+    """Remove a run: its results, ranks and checkpoints (the stored dataset stays). Export it first to keep it."""
+    import shutil
+
+    from db.replay import checkpoint_root
+    from db.store import Store
+
+    store = Store(db, create=False)
+    info = store.run(run_id)  # clear error when the run does not exist
+    folder = checkpoint_root(store) / f"run-{run_id}"
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
+    what = (f"run {run_id} ({info.dataset}, {', '.join(info.methods)}; {info.status}, last period "
+            f"{'-' if info.last_period is None else info.last_period})"
+            + (f" and its checkpoints ({size / 2**20:.1f} MB)" if size else ""))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"this would remove {what}; add --yes to confirm")
+        if not typer.confirm(f"remove {what}?", default=False):
+            out.print("nothing removed")
+            return
+    store.delete_run(run_id)
+    shutil.rmtree(folder, ignore_errors=True)
+    out.print(escape(f"removed {what}"))
+
+
+@app.command()
+@friendly
 def methods(
     name: Annotated[str | None, typer.Argument(metavar="METHOD",
                                                help="Show this method's settings and their defaults.")] = None,

@@ -531,6 +531,18 @@ class Store:
                     "n_candidates": np.frombuffer(r.n_candidates, dtype=np.int32),
                 }
 
+    def delete_run(self, run_id: int) -> None:
+        """Remove a run and everything stored for it (results, ranks, cases); its dataset stays. A run
+        that a live process is running is refused."""
+        info = self.run(run_id)
+        if info.status == "running":
+            raise StoreError(f"run {run_id} is being run by {info.owner or 'another process'} right now; stop it "
+                             "first (its committed periods are kept)")
+        with self.session() as s, s.begin():
+            for model in (ResultRow, CaseRanksRow, EvalCasesRow):
+                s.execute(delete(model).where(model.run_id == run_id))
+            s.execute(delete(RunRow).where(RunRow.id == run_id))
+
     def delete_results_after(self, run_id: int, method: str, period: int) -> None:
         with self.session() as s, s.begin():
             for model in (ResultRow, CaseRanksRow):

@@ -574,3 +574,26 @@ def test_runs_shows_one_run_whole(cli, finished_run):
     shown = json.loads(cli("runs", "1", "--db", finished_run["db"], "--json").stdout)
     assert shown["run_id"] == 1 and shown["config"]["method_params"]["spmf"]["reservoir"] == 300
     assert cli("runs", "9", "--db", finished_run["db"]).exit_code == 2
+
+
+def test_delete_removes_a_run_and_its_checkpoints_only(cli, tiny_scenario, one_line_error):
+    from db.replay import Replay, checkpoint_root
+    from db.store import Store
+    from sml_sim.config import load_scenario
+
+    toml = tiny_scenario(methods=("pop", "fine"))
+    db = f"sqlite:///{toml.parent}/del.db"
+    assert cli("run", toml, "--db", db, "--threads", "1").exit_code == 0  # run 1, finished
+    store = Store(db)
+    rp = Replay.new(store, load_scenario(toml))  # run 2, interrupted: it has checkpoints
+    rp.engine.run(until=rp.engine.first_step)
+    rp.interrupted()
+    folder = checkpoint_root(store) / "run-2"
+    assert any(folder.iterdir())
+    one_line_error(cli("delete", "2", "--db", db), 2, contains="add --yes")  # no terminal: must confirm
+    assert store.run(2).status == "interrupted"
+    r = cli("delete", "2", "--db", db, "--yes")
+    assert r.exit_code == 0 and "removed run 2" in r.stdout and "checkpoints" in r.stdout, r.stdout
+    assert not folder.exists() and [x.run_id for x in store.runs()] == [1]
+    assert store.results(2) == [] and len(store.results(1)) > 0 and store.interaction_count(1) > 0
+    one_line_error(cli("delete", "2", "--db", db, "--yes"), 2, contains="no run 2")
