@@ -670,6 +670,11 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
                     t3.add_row(method, *["-" if row[g][0] is None else f"{row[g][0]:.4f} ({row[g][1]})"
                                          for g in groups])
                 out.print(t3)
+                share = report.new_item_share(bd)
+                if share is not None and share > 0.5:
+                    out.print(f"note: {share:.0%} of the test cases are new items; the sampled candidates hold only "
+                              "the new items someone reads in the scored period, which favours ranking new items "
+                              "high (README: \"Which items are candidates\"; `--methods fresh` measures it)")
     for method, (period, error) in report.failures(results).items():
         out.print(f"[red]{method} failed at period {period}[/]: {escape(error)} (means above, if any, "
                   "cover only its periods before)")

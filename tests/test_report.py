@@ -52,3 +52,10 @@ def test_ri_compares_each_pair_over_the_periods_both_scored():
     assert ri["fine"]["periods"] == 1 and ri["fine"]["recall@20"] == pytest.approx(100.0)  # 0.2 vs 0.1
     assert ri["full"]["periods"] == 2 and ri["full"]["recall"] == pytest.approx(100.0)  # 0.3 vs 0.15
     assert report.relative_improvements_shared(results, "test", "caser") == {}
+
+
+def test_new_item_share_reads_the_breakdown_counts():
+    bd = {"sml": {"old user x old item": (0.2, 30), "old user x new item": (0.9, 50),
+                  "new user x old item": (0.1, 5), "new user x new item": (1.0, 15)}}
+    assert report.new_item_share(bd) == pytest.approx(0.65)
+    assert report.new_item_share({}) is None
