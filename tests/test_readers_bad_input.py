@@ -374,9 +374,10 @@ def test_csv_headerless_hint_guesses_the_time_column(tmp_path):
     """u.data read as csv: the hint names column 3 (the unix time) as the time, not column 2 (the
     rating), which, read as seconds, put 100,000 interactions within 5 seconds of 1970."""
     path = _udata_like(tmp_path / "u.data")
-    for opts, needle in (({}, "--delimiter tab --user-col 0 --item-col 1 --time-col 3"),  # comma, header
-                         ({"delimiter": "tab"}, "--no-header with 0-based column indices, e.g. --user-col 0 "
-                                                "--item-col 1 --time-col 3"),
+    # the examples are whole: copied as shown, they read the file (--no-header included)
+    for opts, needle in (({}, "--no-header --delimiter tab --user-col 0 --item-col 1 --time-col 3"),
+                         ({"delimiter": "tab"}, "--no-header with 0-based column indices, e.g. --no-header "
+                                                "--user-col 0 --item-col 1 --time-col 3"),
                          ({"delimiter": "tab", "header": False}, "--user-col 0 --item-col 1 --time-col 3")):
         with pytest.raises(DataError) as exc:
             load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv=opts))
@@ -389,7 +390,7 @@ def test_csv_headerless_hint_guesses_the_time_column(tmp_path):
     assert len(ds.users) == 1200
     # no field looks like a time (all minutes after 1970 as unix seconds): the generic example stays
     small = _csv(tmp_path / "small.csv", [f"{k % 3},{k % 4},{1 + k % 5}\n" for k in range(12)], header=None)
-    with pytest.raises(DataError, match="e.g. --user-col 0 --item-col 1 --time-col 2\\)") as exc:
+    with pytest.raises(DataError, match="e.g. --no-header --user-col 0 --item-col 1 --time-col 2\\)") as exc:
         load_dataset(DatasetSpec(protocol="csv", data=str(small), periods=4))
     assert "reads as the time" not in str(exc.value)
 
@@ -417,3 +418,22 @@ def test_a_daily_log_over_a_week_gets_no_time_column_note(tmp_path):
     path = _csv(tmp_path / "daily.csv", rows)
     ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=7, csv={"time_format": "%Y-%m-%d"}))
     assert not any("distinct" in n for n in ds.notes), ds.notes
+
+
+def test_a_header_of_numbers_is_data_and_refused(tmp_path):
+    """u.data read with --delimiter tab and column '3': the first row was taken as the header and '3'
+    matched the rating's value by name; now the file is refused with the flags that read it."""
+    rows = [f"{k % 40}\t{k % 50}\t{1 + k % 5}\t{880_000_000 + 60 * k}\n" for k in range(300)]
+    path = _csv(tmp_path / "u.data", rows, header="")
+    with pytest.raises(DataError, match="not a header but data") as exc:
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4,
+                                 csv={"delimiter": "tab", "user_col": "0", "item_col": "1", "time_col": "3"}))
+    assert "--no-header --user-col 0 --item-col 1 --time-col 3" in str(exc.value)
+
+
+def test_a_missing_column_names_the_header_name_that_reads_like_it(tmp_path):
+    path = _csv(tmp_path / "r.csv", [f"{k},{k % 7},4,{880_000_000 + k}\n" for k in range(20)],
+                header="userId,movieId,rating,timestamp")
+    with pytest.raises(DataError, match=r"no time column 'time' .*--time-col timestamp\?"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"user_col": "userId",
+                                                                                "item_col": "movieId"}))

@@ -364,15 +364,16 @@ def _split_guess(first: list[str], delimiter: str) -> tuple[list[str], str | Non
 
 
 def _index_example(fields: list[str], parse_time: Callable[[str], int] | None,
-                   sep: str | None) -> str:
+                   sep: str | None, no_header: bool = False) -> str:
     """0-based column flags for a headerless file whose first row is ``fields``, the time column
     guessed from it when a field reads as a time (else the generic 0, 1, 2)."""
     guess = _time_column_guess(fields, parse_time) if len(fields) >= 3 else None
+    lead = "--no-header " if no_header else ""
     if guess is None:
-        return "e.g. --user-col 0 --item-col 1 --time-col 2"
+        return f"e.g. {lead}--user-col 0 --item-col 1 --time-col 2"
     col, ts = guess
     user, item = [k for k in range(len(fields)) if k != col][:2]
-    flags = f"--delimiter {_DELIMITER_NAMES[sep]} " if sep else ""
+    flags = lead + (f"--delimiter {_DELIMITER_NAMES[sep]} " if sep else "")
     day = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
     return (f"e.g. {flags}--user-col {user} --item-col {item} --time-col {col} "
             f"(column {col} reads as the time {day})")
@@ -393,7 +394,7 @@ def _layout_hint(first: list[str], delimiter: str, header: bool,
         hints.append(f"is it {name}-separated? try --delimiter {_DELIMITER_NAMES[sep]}")
     if header and fields and all(_looks_numeric(f.strip()) for f in fields):
         hints.append("the first line looks like data: no header line? try --no-header with 0-based column "
-                     f"indices, {_index_example(fields, parse_time, sep)}")
+                     f"indices, {_index_example(fields, parse_time, sep, no_header=True)}")
     return f" ({'; '.join(hints)})" if hints else ""
 
 
@@ -406,7 +407,22 @@ def _column_index(header: list[str] | None, spec: str, what: str, path: Path) ->
         raise DataError(f"{path}: no {what} column {spec!r}: with --no-header, name the columns by 0-based "
                         f"index (--{what}-col 0, 1, ...)")
     names = ", ".join(_shown(n) for n in header)
-    raise DataError(f"{path}: no {what} column {spec!r} (columns: {names or 'none'})")
+    guess = _role_guess(header, what)
+    hint = f"; --{what}-col {guess}?" if guess else ""
+    raise DataError(f"{path}: no {what} column {spec!r} (columns: {names or 'none'}{hint})")
+
+
+_ROLE_WORDS = {"user": ("user", "customer", "member", "visitor"),
+               "item": ("item", "movie", "business", "product", "article", "track", "song", "book"),
+               "time": ("time", "date", "ts", "when", "created")}
+
+
+def _role_guess(header: list[str], what: str) -> str | None:
+    """A header name that reads like the role's column (``timestamp`` for the time), if exactly one does."""
+    if len(header) < 2:  # one name holding them all: a wrong --delimiter, hinted at separately
+        return None
+    hits = [n for n in header if any(w in n.lower() for w in _ROLE_WORDS[what])]
+    return _shown(hits[0]) if len(hits) == 1 else None
 
 
 SHORT_SPAN = 3600  # all times of at least SHORT_SPAN_ROWS rows within this many seconds: not a log
@@ -475,6 +491,9 @@ def read_csv(
         if header and names is None:
             raise DataError(f"{path} is empty")
         names = [n.strip() for n in names] if names else None
+        if names is not None and len(names) > 1 and all(_looks_numeric(n) for n in names):
+            # A header of numbers is the first data row: a column given as "3" would match the value 3.
+            raise DataError(f"{path}: the first line is not a header but data{_layout_hint(names, delimiter, header, parse_time)}")
         specs = ((user_col, "user"), (item_col, "item"), (time_col, "time"))
         try:
             cols = [_column_index(names, c, w, path) for c, w in specs]
