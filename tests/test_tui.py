@@ -345,8 +345,23 @@ def test_export_names_differ_per_store_and_never_replace_a_file(tmp_path):
     assert tui_app.export_path(tmp_path, Path("/elsewhere/b.sqlite"), 1) == (tmp_path / "b-run-1.csv").resolve()
     assert tui_app.export_path(tmp_path, None, 3) == (tmp_path / "sml-sim-run-3.csv").resolve()
     (tmp_path / "a-run-1.csv").write_text("keep")
-    (tmp_path / "a-run-1-2.csv").write_text("keep")
+    (tmp_path / "a-run-1-2.csv").symlink_to(tmp_path / "nowhere" / "x.csv")  # dangling: taken too
     assert tui_app.export_path(tmp_path, tmp_path / "a.db", 1) == (tmp_path / "a-run-1-3.csv").resolve()
+
+
+async def test_a_failed_export_is_not_the_runs_failure(store, tmp_path):
+    """An export that cannot be written (here: its folder is gone) is logged; the run is not failed."""
+    app = make_app(store, tmp_path / "gone")  # make_app's folder is where e writes
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("e")
+        deadline = time.monotonic() + 10
+        while "export failed" not in log_text(app) and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert "export failed" in log_text(app)
+        await pilot.press("q")
+    outcome = app.outcome()
+    assert outcome.error is None and store.run(1).status != "failed"
 
 
 async def test_export_keeps_an_existing_file_and_rewrites_only_its_own(store, tmp_path):

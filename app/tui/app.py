@@ -376,8 +376,8 @@ class ReplayApp(App):
                 self.log_line(f"[green]exported {n} result rows{upto} to {escape(str(path))}[/]"
                               + ("" if self.phase == "finished" else "; e again rewrites it with later periods"))
                 self.notify(f"{n} rows{upto} written to {path}", title="CSV exported", markup=False)
-            elif event.state == WorkerState.ERROR:
-                self.report_error("export failed", worker.error)
+            elif event.state == WorkerState.ERROR:  # the run is fine: only the file could not be written
+                self.report_error("export failed", worker.error, fatal=False)
             return
         if worker.group != "replay" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
                                                             WorkerState.CANCELLED):
@@ -413,6 +413,7 @@ class ReplayApp(App):
                 self.start_step()
             return
         self.steps_done += 1
+        self.fatal_error = None  # a failed step retried with success is not the run's failure
         if result == "finished":
             self.phase = "finished"
             if self.goal is not None:
@@ -560,10 +561,13 @@ class ReplayApp(App):
     def activity(self, text: str | Text, fraction: float | None = None) -> None:
         self.query_one(ActivityBar).say(text, fraction)
 
-    def report_error(self, what: str, error: BaseException | None) -> None:
+    def report_error(self, what: str, error: BaseException | None, fatal: bool = True) -> None:
+        """Log an error; ``fatal`` ones are the run's (it is recorded failed unless a later step succeeds),
+        others (an export) only the user's to see."""
         reason = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
         reason = reason.strip().splitlines()[0][:300] if reason.strip() else reason
-        self.fatal_error = reason
+        if fatal:
+            self.fatal_error = reason
         self.log_line(f"[bold red]{what}[/]: {escape(reason)}")
         self.notify(f"{what}: {reason}", title="error", severity="error", timeout=10, markup=False)
         self.activity(Text(f"error: {reason}", style="red"))
@@ -828,7 +832,7 @@ def export_path(folder: Path, db_file: Path | None, run_id: int) -> Path:
     base = f"{stem}-run-{run_id}"
     path = (Path(folder) / f"{base}.csv").resolve()
     n = 2
-    while path.exists():
+    while path.exists() or path.is_symlink():  # a dangling link is a name taken too
         path = path.with_name(f"{base}-{n}.csv")
         n += 1
     return path
