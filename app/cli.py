@@ -420,15 +420,38 @@ def refuse_new_settings(ctx: typer.Context, run_id: int, keep: set[str]) -> None
 def check_threads(threads: int | None) -> None:
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: give 1 or more (leave it out for the default)")
+    cores = os.cpu_count() or 1
+    if threads is not None and threads > cores:
+        err.print(f"note: --threads {threads} on {cores} core(s): more threads than cores makes training slower, "
+                  "not faster")
 
 
-def use_run_threads(info, threads: int | None) -> int | None:
+def store_exists(db: str | None) -> bool:
+    """Whether the store named by --db (or the default) is there already: an SQLite file that exists,
+    or any server database (its existence is the server's business)."""
+    from sqlalchemy.engine import URL, make_url
+
+    from db.store import default_url
+
+    text = db or default_url()
+    try:
+        url = URL.create("sqlite", database=text) if "://" not in text else make_url(text)
+    except Exception:  # a malformed URL: opening the store says what is wrong with it
+        return True
+    return (url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:")
+            or Path(url.database).expanduser().exists())
+
+
+def use_run_threads(info, threads: int | None, store=None) -> int | None:
     """Continue a run with the thread count it started with (results depend on it), unless --threads
-    says otherwise, which is noted. Returns the count set, or None when the run recorded none."""
+    says otherwise, which is noted and recorded with the run. Returns the count set, or None when the
+    run recorded none."""
     from db.replay import threads_of
 
     recorded = threads_of(info.config)
     if threads and recorded and threads != recorded:
+        if store is not None:
+            store.record_threads(info.run_id, threads, info.last_period)
         err.print(f"note: run {info.run_id} started with {recorded} thread{'s' * (recorded != 1)}; its later "
                   f"periods use {threads}, so its results may differ from an uninterrupted run's (README: "
                   "\"Determinism\")")
@@ -480,7 +503,7 @@ def run(
         refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
         store = Store(db, create=False)
         if store.run(resume).status != "finished":
-            use_run_threads(store.run(resume), threads)
+            use_run_threads(store.run(resume), threads, store)
         if store.run(resume).status == "finished":
             out.print(f"run {resume} is already finished; nothing to do")
             print_summary(store, resume, db)
@@ -496,9 +519,10 @@ def run(
                            periods=periods, period_length=period_length, min_user=min_user_interactions,
                            min_item=min_item_interactions, split=split, start=retrain_start,
                            csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
-        store = Store(db)
         set_threads(threads)
-        replay = Replay.new(store, cfg)
+        dataset = load_with_progress(cfg.dataset)  # refused before a store is created for it
+        store = Store(db)
+        replay = Replay.new(store, cfg, dataset=dataset)
     ds = replay.dataset
     import torch
 
@@ -523,7 +547,8 @@ def run(
         live = [m for m in engine.retrainers if m not in engine.failed]
         behind = [m for m in live if m not in engine.committed]
         reached = (f" (none yet for {', '.join(behind)})" if behind else
-                   f" (every method through period {min(engine.committed[m] for m in live)})" if live else "")
+                   f" (every method still running through period {min(engine.committed[m] for m in live)})"
+                   if live else "")
         err.print(f"interrupted: committed periods are kept{reached}; continue with "
                   f"`sml-sim run --resume {replay.run_id}{escape(db_flag(db))}`")
         raise typer.Exit(130) from None
@@ -548,6 +573,8 @@ def exit_if_methods_failed(store, run_id: int) -> None:
 
 
 def wrote(n: int, what: str, path: Path) -> None:
+    if n == 1:
+        what = what.replace("rows", "row")
     if str(path) == "-":  # the CSV went to standard output: keep it clean
         err.print(f"wrote {n} {what}")
     else:
@@ -626,8 +653,9 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
         means = report.split_means(results, split)
         if not means:
             continue
-        best = report.best_method(means)
-        reference = report.ri_reference(means) if split == "test" else None
+        refs = report.reference_names(info.methods, info.config.get("method_params"))
+        best = report.best_method(means, references=refs)
+        reference = report.ri_reference(means, references=refs) if split == "test" else None
         ri = report.relative_improvements_shared(results, split, reference) if reference else {}
         title = f"mean over {split} periods"
         if ri:
@@ -724,13 +752,14 @@ def replay(
                            periods=periods, period_length=period_length, min_user=min_user_interactions,
                            min_item=min_item_interactions, split=split, start=retrain_start,
                            csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
-        store = Store(db)
-        if not new:
+        store = None
+        if not new and store_exists(db):
             # Reopening the same replay reopens its last run: an unfinished one continues, a finished
             # one is shown as it ended (--new starts another). One another process drives is left
             # alone, and so is one whose data file has changed since (it could not be reopened).
             from db.replay import same_settings
 
+            store = Store(db)
             same = [r for r in store.runs() if r.status != "running" and same_settings(r.config, cfg)
                     and store.data_unchanged(r.dataset_id)]
             if same:
@@ -741,9 +770,11 @@ def replay(
         store = Store(db, create=False)
     if run_id is not None:
         if store.run(run_id).status != "finished":  # a finished one is only shown
-            threads = use_run_threads(store.run(run_id), threads) or threads
-    # A new run: unusable data (nothing left after filtering, ...) is refused here, before the UI opens.
+            threads = use_run_threads(store.run(run_id), threads, store) or threads
+    # A new run: unusable data (nothing left after filtering, ...) is refused here, before the UI opens
+    # and before a store is created for it.
     dataset = load_with_progress(cfg.dataset) if cfg is not None else None
+    store = store or Store(db)
     from app.tui import run_replay_app
 
     outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads, dataset=dataset)
@@ -797,9 +828,21 @@ def runs(
     for col in ("run", "dataset", "source", "methods", "status", "last period", "started"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r.run_id), r.dataset, escape(r.source), ",".join(r.methods), r.status,
+        status = r.status + (f" ({', '.join(r.failed_methods)} failed)" if r.failed_methods else "")
+        table.add_row(str(r.run_id), r.dataset, escape(r.source), ",".join(r.methods), escape(status),
                       "-" if r.last_period is None else str(r.last_period), r.started_at)
     out.print(table)
+
+
+def _no_nan(value):
+    """JSON has no NaN: an undefined figure (an RI over a zero baseline) is written as null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
@@ -808,24 +851,44 @@ def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
     info = store.run(run_id)
     config = info.config
     if as_json:
-        print(json.dumps({**info.as_dict(), "config": config}, indent=2))
+        from sml_sim import report
+
+        results = store.results(run_id)
+        refs = report.reference_names(info.methods, config.get("method_params"))
+        summary = {}
+        for split in ("validation", "test"):
+            means = report.split_means(results, split)
+            reference = report.ri_reference(means, references=refs)
+            summary[split] = {"means": means, "ri_reference": reference,
+                              "ri": report.relative_improvements_shared(results, split, reference) if reference else {}}
+        data = {k: v for k, v in store.dataset(info.dataset_id).items() if k not in ("params", "id")}
+        doc = {**info.as_dict(), "config": config, "data": data, "summary": summary,
+               "failures": {m: {"period": p, "error": e} for m, (p, e) in report.failures(results).items()}}
+        print(json.dumps(_no_nan(doc), indent=2, default=str, allow_nan=False))
         return
     from db.replay import threads_of
 
     dataset = config.get("dataset", {})
-    given = ", ".join(f"{k} {v}" for k, v in dataset.items()
+    shown = {**{k: v for k, v in dataset.items() if k != "csv"}, **dataset.get("csv", {})}
+    given = ", ".join(f"{k} {v}" for k, v in shown.items()
                       if v not in (None, {}, "") and k not in ("protocol", "seed", "data"))
     stored = store.dataset(info.dataset_id)
     sp = stored["split"]
     threads = threads_of(config)
+    if threads and config.get("threads_before"):
+        before = "; ".join(f"{b['threads']} through period {b['until_period']}" for b in config["threads_before"])
+        threads = f"{threads} ({before})"
     out.print(f"[bold]run {run_id}[/]: {info.dataset} - source: {escape(info.source)} - status: {info.status}"
               f" - last period: {'-' if info.last_period is None else info.last_period}")
     out.print(escape(f"scenario: {info.scenario}   seed: {info.seed}   device: {info.device}"
                      + (f"   threads: {threads}" if threads else "") + f"   started: {info.started_at}"))
+    def span(a_b) -> str:
+        return str(a_b[0]) if a_b[0] == a_b[1] else f"{a_b[0]}-{a_b[1]}"
+
     out.print(escape(f"data: {stored['interactions']:,} interactions, {stored['users']:,} users, {stored['items']:,} "
-                     f"items; {stored['periods']} periods: train {sp['train'][0]}-{sp['train'][1]}, validation "
-                     f"{sp['validation'][0]}-{sp['validation'][1]}, test {sp['test'][0]}-{sp['test'][1]}, "
-                     f"retraining from {sp['retrain_start']}" + (f" (set: {given})" if given else "")))
+                     f"items; {stored['periods']} periods: train {span(sp['train'])}, validation "
+                     f"{span(sp['validation'])}, test {span(sp['test'])}, retraining from {sp['retrain_start']}"
+                     + (f" (set: {given})" if given else "")))
     for note in stored["notes"]:
         out.print(f"note: {escape(note)}")
     params = config.get("method_params", {})
@@ -865,7 +928,7 @@ def export(
         wrote(n, "case rows", out_path)
         if raw_ids is None:
             err.print("note: raw_user and raw_item are empty: this run's data was stored by an earlier sml-sim, "
-                      "which kept only the dense ids (a new run in a new --db stores them)")
+                      "which kept only the dense ids; ingesting the same data into this store again adds them")
     elif filters:
         try:
             n = report.write_filters_csv(out_path, run_id, store.results(run_id))

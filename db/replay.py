@@ -29,8 +29,8 @@ def threads_of(stored_config: dict) -> int | None:
 
 
 def same_settings(stored_config: dict, config: RunConfig) -> bool:
-    """Whether a stored run was started with ``config`` (the thread count it recorded aside)."""
-    return {k: v for k, v in stored_config.items() if k != "threads"} == config.as_dict()
+    """Whether a stored run was started with ``config`` (the thread counts it recorded aside)."""
+    return {k: v for k, v in stored_config.items() if k not in ("threads", "threads_before")} == config.as_dict()
 
 
 def checkpoint_root(store: Store) -> Path:
@@ -52,6 +52,8 @@ class Replay:
         self.cancel = cancel or threading.Event()
         self._stats = dataset.period_stats()
         self._stored = store.stored_periods(dataset_id)
+        if self._stored and not store.read_only:  # raw ids of periods stored by an earlier version
+            store.write_periods(dataset_id, dataset, sorted(self._stored), self._stats)
         results = store.results(run_id)
         committed: dict[str, int] = {}
         failed = set()

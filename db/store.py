@@ -12,7 +12,7 @@ import os
 import socket
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -141,11 +141,13 @@ class RunInfo:
     started_at: str
     error: str | None = None
     owner: str | None = None  # "host:pid" of the process running it, while it runs
+    failed_methods: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
             "run_id": self.run_id, "dataset": self.dataset, "source": self.source,
             "scenario": self.scenario, "methods": self.methods, "status": self.status,
+            "failed_methods": self.failed_methods,
             "last_period": self.last_period, "seed": self.seed, "device": self.device,
             "started_at": self.started_at,
         }
@@ -288,8 +290,12 @@ class Store:
         stats = stats or dataset.period_stats()
         written = 0
         done = set(conn.execute(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)).scalars())
+        named = set(conn.execute(select(RawIdsRow.period).where(RawIdsRow.dataset_id == dataset_id)).scalars()) \
+            if done else set()
         for t in periods:
             if t in done:
+                if t not in named:  # stored by a version that kept no raw ids: add them now
+                    Store._write_raw_ids(conn, dataset_id, dataset, t)
                 if progress:
                     progress(t)
                 continue
@@ -426,6 +432,16 @@ class Store:
             self._mark_used(s.connection(), dataset_id)
             return run.id
 
+    def record_threads(self, run_id: int, threads: int, from_period: int | None) -> None:
+        """A continued run switched to another CPU thread count: keep the new one and when it began."""
+        with self.session() as s, s.begin():
+            run = s.get(RunRow, run_id)
+            config = dict(run.config)
+            config["threads_before"] = [*config.get("threads_before", []),
+                                        {"threads": config.get("threads"), "until_period": from_period}]
+            config["threads"] = threads
+            run.config = config
+
     def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:
         with self.session() as s, s.begin():
             run = s.get(RunRow, run_id)
@@ -445,9 +461,16 @@ class Store:
             q = select(RunRow, DatasetRow).join(DatasetRow, RunRow.dataset_id == DatasetRow.id).order_by(RunRow.id)
             if run_id is not None:
                 q = q.where(RunRow.id == run_id)
+            failed: dict[int, list[str]] = {}
+            fq = select(ResultRow.run_id, ResultRow.method).where(ResultRow.status == "failed").distinct()
+            if run_id is not None:
+                fq = fq.where(ResultRow.run_id == run_id)
+            for rid, method in s.execute(fq).all():
+                failed.setdefault(rid, []).append(method)
             out = []
             for run, ds in s.execute(q).all():
                 out.append(RunInfo(
+                    failed_methods=sorted(failed.get(run.id, [])),
                     run_id=run.id, dataset=ds.name, source=ds.source, scenario=run.scenario,
                     methods=list(run.methods), last_period=self._last_period(s, run),
                     status="interrupted" if run.status == "running" and process_gone(run.owner) else run.status,

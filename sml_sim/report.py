@@ -29,6 +29,8 @@ CASE_COLUMNS = ["run_id", "method", "period", "split", "in_sample", "user", "ite
                 "sampled_rank", "full_rank", "user_type", "item_type"]
 TABLE_METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
 GROUPS = [("old", "old"), ("old", "new"), ("new", "old"), ("new", "new")]
+# Sanity references and probes, not recommenders under study: never "the best" while a method is.
+REFERENCE_METHODS = ("pop", "random", "fresh")
 
 
 def counts_in(row: dict, split: str) -> bool:
@@ -92,18 +94,24 @@ def relative_improvements_shared(results: list[dict], split: str, reference: str
     return out
 
 
-def ri_reference(means: dict[str, dict[str, float]], metric: str = "recall@20") -> str | None:
+def ri_reference(means: dict[str, dict[str, float]], metric: str = "recall@20",
+                 references: Iterable[str] = REFERENCE_METHODS) -> str | None:
     """Whose improvement RI shows: SML's when it ran (the paper's tables), else the best method's."""
-    return "sml" if "sml" in means else best_method(means, metric)
+    return "sml" if "sml" in means else best_method(means, metric, references)
 
 
-# Sanity references and probes, not recommenders under study: never "the best" while a method is.
-REFERENCE_METHODS = ("pop", "random", "fresh")
+def reference_names(methods: Iterable[str], method_params: dict[str, dict] | None = None) -> set[str]:
+    """The run's methods that are references or probes, by kind (``[methods.mypop] kind = "pop"``)."""
+    params = method_params or {}
+    return {m for m in methods if params.get(m, {}).get("kind", m) in REFERENCE_METHODS}
 
 
-def best_method(means: dict[str, dict[str, float]], metric: str = "recall@20") -> str | None:
-    """The method with the highest ``metric``, among the methods under study when any ran."""
-    studied = [m for m in means if m not in REFERENCE_METHODS] or list(means)
+def best_method(means: dict[str, dict[str, float]], metric: str = "recall@20",
+                references: Iterable[str] = REFERENCE_METHODS) -> str | None:
+    """The method with the highest ``metric`` (by default test Recall@20), among the methods under
+    study when any ran: never one of ``references`` while another method is there."""
+    skip = set(references)
+    studied = [m for m in means if m not in skip] or list(means)
     return max(studied, key=lambda m: means[m][metric]) if studied else None
 
 

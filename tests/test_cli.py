@@ -267,6 +267,9 @@ def test_replay_checks_its_data_before_opening_the_ui(cli, monkeypatch, tmp_path
     small.write_text("".join(f"{u}\t{i}\t5\t{880000000 + 60 * (u * 7 + i)}\n" for u in range(5) for i in range(5)))
     r = cli("replay", "movielens", "--data", small, "--min-user-interactions", "10", "--db", f"sqlite:///{tmp_path}/t.db")
     one_line_error(r, 2, contains="nothing is left after dropping")
+    r = cli("run", "movielens", "--data", small, "--min-user-interactions", "10", "--db", f"sqlite:///{tmp_path}/r.db")
+    one_line_error(r, 2, contains="nothing is left after dropping")
+    assert not (tmp_path / "t.db").exists() and not (tmp_path / "r.db").exists()  # no empty store left behind
 
 
 def test_brackets_in_text_survive(cli, tmp_path, one_line_error):
@@ -445,6 +448,8 @@ def test_summary_names_a_method_that_failed(cli, tiny_scenario):
     assert r.exit_code == 1, r.stderr + r.stdout  # finished, but not every method: a script can tell
     assert "breaks failed at period 5: RuntimeError: broken on purpose" in r.stdout
     assert "1 method(s) failed: breaks" in r.stderr
+    listed = cli("runs", "--db", f"sqlite:///{toml.parent}/f.db")
+    assert "finished (breaks failed)" in listed.stdout, listed.stdout
 
 
 def test_a_run_whose_reader_leaves_carries_on_to_the_end(sml_sim, tiny_scenario, tmp_path):
@@ -548,6 +553,8 @@ def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario
     assert r.exit_code == 0 and "(1 thread)" in r.stdout, r.stdout  # its own count, not the default
     r = cli("run", "--resume", "3", "--db", db, "--threads", "2")
     assert r.exit_code == 0 and "started with 1 thread;" in r.stderr and "(2 threads)" in r.stdout
+    shown = cli("runs", "3", "--db", db).stdout  # the switch is kept with the run
+    assert "threads: 2 (1 through period 3)" in shown, shown
 
 
 def test_periods_shows_the_dataset_ingested_last(cli, tmp_path, toy_stream):
@@ -569,10 +576,14 @@ def test_periods_shows_the_dataset_ingested_last(cli, tmp_path, toy_stream):
 def test_runs_shows_one_run_whole(cli, finished_run):
     r = cli("runs", "1", "--db", finished_run["db"])
     assert r.exit_code == 0, r.stderr
-    assert "run 1: csv" in r.stdout and "periods: train 0-4, validation 5-5, test 6-7, retraining from 2" in r.stdout
+    assert "run 1: csv" in r.stdout and "periods: train 0-4, validation 5, test 6-7, retraining from 2" in r.stdout
     assert "full: epochs = 1" in r.stdout and "mean over test periods" in r.stdout
     shown = json.loads(cli("runs", "1", "--db", finished_run["db"], "--json").stdout)
     assert shown["run_id"] == 1 and shown["config"]["method_params"]["spmf"]["reservoir"] == 300
+    assert shown["data"]["periods"] == 8 and shown["data"]["split"]["test"] == [6, 7]
+    test = shown["summary"]["test"]
+    assert set(test["means"]) == set(METHODS) and test["ri_reference"] in METHODS
+    assert 0 <= test["means"]["fine"]["recall@20"] <= 1 and test["means"]["fine"]["periods"] == 2
     assert cli("runs", "9", "--db", finished_run["db"]).exit_code == 2
 
 

@@ -59,3 +59,12 @@ def test_new_item_share_reads_the_breakdown_counts():
                   "new user x old item": (0.1, 5), "new user x new item": (1.0, 15)}}
     assert report.new_item_share(bd) == pytest.approx(0.65)
     assert report.new_item_share({}) is None
+
+
+def test_references_are_known_by_their_kind():
+    """A named configuration of pop (``[methods.mypop] kind = "pop"``) is a reference too."""
+    refs = report.reference_names(["fine", "mypop", "myrandom"], {"mypop": {"kind": "pop"},
+                                                                   "myrandom": {"kind": "random"}})
+    assert refs == {"mypop", "myrandom"}
+    low, high = _means((.1, .2, .3), (.1, .1, .1)), _means((.2, .3, .4), (.2, .2, .2))
+    assert report.ri_reference({"fine": low, "mypop": high}, references=refs) == "fine"

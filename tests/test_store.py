@@ -414,3 +414,5 @@ def test_raw_ids_are_stored_period_by_period(store, make_dataset):
     ds.user_raw, ds.item_raw = kept
     store.write_periods(late, ds, [2, 3])
     assert store.raw_ids(late) is None
+    store.write_periods(late, ds, range(4))  # written again by this version: the missing ids are added
+    assert store.raw_ids(late) == raw

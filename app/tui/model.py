@@ -159,12 +159,13 @@ def fmt_ri(value) -> str:
     return f"{value:+.1f}%" if abs(value) < 1000 else f"{value:+.0f}%"
 
 
-def results_table(results: list[dict], methods: list[str], choice: MetricChoice) -> Table:
+def results_table(results: list[dict], methods: list[str], choice: MetricChoice,
+                  references: set[str] | None = None) -> Table:
     """Per method: the last period's metrics, the test running mean, the relative improvement."""
     from sml_sim import report
 
     means = report.split_means(results, "test")
-    reference = report.ri_reference(means, choice.key)
+    reference = report.ri_reference(means, choice.key, report.REFERENCE_METHODS if references is None else references)
     # Each method against the reference over the test periods both have scored: while a resumed
     # method catches up, or after one failed, unlike means would be compared otherwise.
     improvements = report.relative_improvements_shared(results, "test", reference) if reference else {}
