@@ -1012,11 +1012,27 @@ def methods(
     out.print(table)
 
 
+# click's UsageError (typer vendors click in recent releases; BadParameter derives from it either way)
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)  # click returns a command's exit code instead of exiting
+    except _USAGE_ERROR as exc:  # a wrong option or value: one line, as every other bad input
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `sml-sim`: the help, as click shows it
+            sys.stderr.write(exc.format_message() + "\n")
+            sys.exit(2)
+        where = exc.ctx.command_path if exc.ctx is not None else "sml-sim"
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())} (`{escape(where)} -h` lists the options)")
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C at a prompt, or before a command's own handling
+        err.print("interrupted")
+        sys.exit(130)
     except BrokenPipeError:  # e.g. `sml-sim runs | head`
         sys.stderr.close()
+        sys.exit(141)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -340,6 +340,9 @@ def test_console_script_and_module_entry_points(sml_sim, tmp_path, one_line_erro
     assert p.returncode == 0 and "Usage" in p.stdout
     p = sml_sim("periods", "movielens", "--db", f"sqlite:///{tmp_path}/fresh.db")
     one_line_error(p, 2, contains="no store at")
+    # a value of the wrong type, an unknown command: one line too, not click's usage block
+    one_line_error(sml_sim("run", "demo", "--threads", "abc"), 2, contains="Invalid value for '--threads'")
+    one_line_error(sml_sim("bogus"), 2, contains="No such command")
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("SML_SIM_DEBUG", None)
