@@ -442,28 +442,37 @@ def store_exists(db: str | None) -> bool:
             or Path(url.database).expanduser().exists())
 
 
-def use_run_threads(info, threads: int | None, store=None) -> int | None:
-    """Continue a run with the thread count it started with (results depend on it), unless --threads
-    says otherwise, which is noted and recorded with the run. Returns the count set, or None when the
-    run recorded none."""
+def use_run_threads(info, threads: int | None) -> tuple[int | None, bool]:
+    """Continue a run with the thread count it last ran with (results depend on it), unless --threads
+    says otherwise, which is noted. Returns the count set (None when the run recorded none) and whether
+    it is a switch, for ``record_thread_switch`` once the run has been reopened."""
     from db.replay import threads_of
 
     recorded = threads_of(info.config)
-    if threads and recorded and threads != recorded:
-        if store is not None:
-            store.record_threads(info.run_id, threads, info.last_period)
-        err.print(f"note: run {info.run_id} started with {recorded} thread{'s' * (recorded != 1)}; its later "
+    switched = bool(threads and recorded and threads != recorded)
+    if switched:
+        first = (info.config.get("threads_before") or [{"threads": recorded}])[0]["threads"]
+        err.print(f"note: run {info.run_id} started with {first} thread{'s' * (first != 1)} and last ran with "
+                  f"{recorded}; its later periods use {threads}, so its results may differ from an uninterrupted "
+                  "run's (README: \"Determinism\")" if first != recorded else
+                  f"note: run {info.run_id} started with {recorded} thread{'s' * (recorded != 1)}; its later "
                   f"periods use {threads}, so its results may differ from an uninterrupted run's (README: "
                   "\"Determinism\")")
     chosen = threads or recorded
     set_threads(chosen)
-    return chosen
+    return chosen, switched
+
+
+def record_thread_switch(store, run_id: int, threads: int | None, switched: bool) -> None:
+    """After the run has been reopened (not refused): keep the new thread count with it."""
+    if switched and threads:
+        committed = store.committed(run_id)
+        store.record_threads(run_id, threads, max(committed.values()) if committed else None)
 
 
 def set_threads(threads: int | None) -> None:
     import torch
 
-    check_threads(threads)
     if threads:
         torch.set_num_threads(threads)
 
@@ -502,8 +511,9 @@ def run(
             raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
         refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
         store = Store(db, create=False)
+        switch = (None, False)
         if store.run(resume).status != "finished":
-            use_run_threads(store.run(resume), threads, store)
+            switch = use_run_threads(store.run(resume), threads)
         if store.run(resume).status == "finished":
             out.print(f"run {resume} is already finished; nothing to do")
             print_summary(store, resume, db)
@@ -511,6 +521,7 @@ def run(
             exit_if_methods_failed(store, resume)
             return
         replay = Replay.resume(store, resume)
+        record_thread_switch(store, resume, *switch)
         out.print(f"resuming run {resume} ({replay.dataset.name}) from period {replay.engine.next_step + 1}")
     else:
         if target is None:
@@ -520,6 +531,7 @@ def run(
                            min_item=min_item_interactions, split=split, start=retrain_start,
                            csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
         set_threads(threads)
+        Store.check_location(db)  # a bad --db is said before the data is read, not after
         dataset = load_with_progress(cfg.dataset)  # refused before a store is created for it
         store = Store(db)
         replay = Replay.new(store, cfg, dataset=dataset)
@@ -768,16 +780,22 @@ def replay(
     else:
         refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"})
         store = Store(db, create=False)
+    switch = (None, False)
     if run_id is not None:
         if store.run(run_id).status != "finished":  # a finished one is only shown
-            threads = use_run_threads(store.run(run_id), threads, store) or threads
+            switch = use_run_threads(store.run(run_id), threads)
+            threads = switch[0] or threads
     # A new run: unusable data (nothing left after filtering, ...) is refused here, before the UI opens
     # and before a store is created for it.
+    if store is None:
+        Store.check_location(db)
     dataset = load_with_progress(cfg.dataset) if cfg is not None else None
     store = store or Store(db)
     from app.tui import run_replay_app
 
     outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads, dataset=dataset)
+    if outcome.run_id is not None and outcome.run_id == run_id:  # reopened, not refused
+        record_thread_switch(store, run_id, *switch)
     if outcome.run_id is None:
         if outcome.error:
             raise UserError(f"the replay could not open: {outcome.error}")
@@ -876,7 +894,8 @@ def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
     sp = stored["split"]
     threads = threads_of(config)
     if threads and config.get("threads_before"):
-        before = "; ".join(f"{b['threads']} through period {b['until_period']}" for b in config["threads_before"])
+        before = "; ".join(f"{b['threads']}" + (f" through period {b['until_period']}" if b["until_period"] is not None
+                                                 else " before") for b in config["threads_before"])
         threads = f"{threads} ({before})"
     out.print(f"[bold]run {run_id}[/]: {info.dataset} - source: {escape(info.source)} - status: {info.status}"
               f" - last period: {'-' if info.last_period is None else info.last_period}")
@@ -945,6 +964,8 @@ def export(
 def delete(
     run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The run to remove (see `sml-sim runs`).")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask (needed without a terminal).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Remove a run recorded as running by another machine's "
+                                        "process (which this one cannot see).")] = False,
     db: DbOpt = None,
 ):
     """Remove a run: its results, ranks and checkpoints (the stored dataset stays). Export it first to keep it."""
@@ -963,10 +984,15 @@ def delete(
     if not yes:
         if not sys.stdin.isatty():
             raise UserError(f"this would remove {what}; add --yes to confirm")
-        if not typer.confirm(f"remove {what}?", default=False):
+        try:
+            sure = typer.confirm(f"remove {what}?", default=False)
+        except typer.Abort:  # Ctrl-D or Ctrl-C at the question
+            err.print("\nnothing removed")
+            raise typer.Exit(1) from None
+        if not sure:
             out.print("nothing removed")
             return
-    store.delete_run(run_id)
+    store.delete_run(run_id, force=force)
     shutil.rmtree(folder, ignore_errors=True)
     out.print(escape(f"removed {what}"))
 

@@ -84,6 +84,8 @@ class RawIdsRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
+    # Ids are never handed out twice, even after `delete` (SQLite would reuse the largest otherwise).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))

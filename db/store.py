@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
@@ -186,6 +187,12 @@ class Store:
             raise StoreError(f"cannot open the database {self.url}: {exc.orig}") from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    @staticmethod
+    def check_location(url: str | None) -> None:
+        """Refuse, before any long work, a store that cannot be opened: a malformed URL, a missing
+        driver, or an SQLite file whose folder does not exist (``make_engine`` checks). Creates nothing."""
+        make_engine(url or default_url()).dispose()
+
     def _add_missing_columns(self) -> None:
         """Stores made by an earlier version lack columns added since (create_all adds tables only)."""
         added = {"runs": ("owner", "VARCHAR(128)"), "datasets": ("used_at", "TIMESTAMP")}
@@ -328,8 +335,14 @@ class Store:
             return
         pack = [zlib.compress(json.dumps(names[a:b].tolist()).encode())
                 for names, a, b in zip((dataset.user_raw, dataset.item_raw), lo, hi)]
-        conn.execute(RawIdsRow.__table__.insert().values(
-            dataset_id=dataset_id, period=t, first_user=lo[0], first_item=lo[1], users=pack[0], items=pack[1]))
+        values = dict(dataset_id=dataset_id, period=t, first_user=lo[0], first_item=lo[1], users=pack[0],
+                      items=pack[1])
+        # Two processes backfilling one older store may both write a period's ids: the first one stays.
+        insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}.get(conn.dialect.name)
+        if insert is None:
+            conn.execute(RawIdsRow.__table__.insert().values(**values))
+        else:
+            conn.execute(insert(RawIdsRow).values(**values).on_conflict_do_nothing())
 
     def raw_ids(self, dataset_id: int) -> tuple[list[str], list[str]] | None:
         """The source's id of every stored user and item (index: dense id), or None where the
@@ -554,13 +567,13 @@ class Store:
                     "n_candidates": np.frombuffer(r.n_candidates, dtype=np.int32),
                 }
 
-    def delete_run(self, run_id: int) -> None:
+    def delete_run(self, run_id: int, force: bool = False) -> None:
         """Remove a run and everything stored for it (results, ranks, cases); its dataset stays. A run
-        that a live process is running is refused."""
+        that a live process may be running (on this host, or another) is refused unless ``force``."""
         info = self.run(run_id)
-        if info.status == "running":
-            raise StoreError(f"run {run_id} is being run by {info.owner or 'another process'} right now; stop it "
-                             "first (its committed periods are kept)")
+        if info.status == "running" and info.owner not in (None, this_process()) and not force:
+            raise StoreError(f"run {run_id} is being run by {info.owner} right now; stop it first, or add --force "
+                             "if that process is gone (on another machine this one cannot tell)")
         with self.session() as s, s.begin():
             for model in (ResultRow, CaseRanksRow, EvalCasesRow):
                 s.execute(delete(model).where(model.run_id == run_id))

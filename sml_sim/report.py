@@ -135,10 +135,11 @@ def breakdown(case_ranks: Iterable[dict], results: list[dict], split: str = "tes
 
 def new_item_share(bd: dict) -> float | None:
     """The share of the split's cases whose item is new (first seen in the scored period), from a
-    ``breakdown`` (every method is scored on the same cases; the first one is read)."""
-    row = next(iter(bd.values()), None)
-    if row is None:
+    ``breakdown`` (every method is scored on the same cases of the periods it reached)."""
+    if not bd:
         return None
+    # the method with the most cases (one that failed or is catching up covers fewer periods)
+    row = max(bd.values(), key=lambda r: sum(n for _, n in r.values()))
     total = sum(n for _, n in row.values())
     return sum(n for g, (_, n) in row.items() if g.endswith("new item")) / total if total else None
 

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import socket
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -558,6 +559,18 @@ def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario
     assert r.exit_code == 0 and "started with 1 thread;" in r.stderr and "(2 threads)" in r.stdout
     shown = cli("runs", "3", "--db", db).stdout  # the switch is kept with the run
     assert "threads: 2 (1 through period 3)" in shown, shown
+    # a resume that is refused (here: another live process holds the run) records no switch
+    rp = Replay.new(Store(db), load_scenario(toml))  # run 4, 1 thread... recorded as torch's now (2)
+    rp.engine.run(until=rp.engine.first_step)  # still "running", owned by this process
+    store = Store(db)
+    with store.session() as s, s.begin():
+        from db.models import RunRow
+
+        s.get(RunRow, 4).owner = f"{socket.gethostname()}:1"  # pid 1: alive, not us
+    before = store.run(4).config
+    r = cli("run", "--resume", "4", "--db", db, "--threads", "1")
+    assert r.exit_code == 2 and "being run by another process" in r.stderr, r.stderr
+    assert store.run(4).config == before
 
 
 def test_periods_shows_the_dataset_ingested_last(cli, tmp_path, toy_stream):
@@ -583,6 +596,7 @@ def test_runs_shows_one_run_whole(cli, finished_run):
     assert "full: epochs = 1" in r.stdout and "mean over test periods" in r.stdout
     shown = json.loads(cli("runs", "1", "--db", finished_run["db"], "--json").stdout)
     assert shown["run_id"] == 1 and shown["config"]["method_params"]["spmf"]["reservoir"] == 300
+    assert shown["summary"]["test"]["ri_reference"] in ("full", "fine", "spmf")  # never pop or random
     assert shown["data"]["periods"] == 8 and shown["data"]["split"]["test"] == [6, 7]
     test = shown["summary"]["test"]
     assert set(test["means"]) == set(METHODS) and test["ri_reference"] in METHODS
@@ -611,3 +625,21 @@ def test_delete_removes_a_run_and_its_checkpoints_only(cli, tiny_scenario, one_l
     assert not folder.exists() and [x.run_id for x in store.runs()] == [1]
     assert store.results(2) == [] and len(store.results(1)) > 0 and store.interaction_count(1) > 0
     one_line_error(cli("delete", "2", "--db", db, "--yes"), 2, contains="no run 2")
+    r = cli("run", toml, "--db", db, "--threads", "1")
+    assert r.exit_code == 0 and "run 3:" in r.stdout  # a deleted run's id is not handed out again
+    # a run recorded as running by another machine's process: refused, unless --force
+    with store.session() as s, s.begin():
+        from db.models import RunRow
+
+        run = s.get(RunRow, 3)
+        run.status, run.owner = "running", "another-host:123"
+    one_line_error(cli("delete", "3", "--db", db, "--yes"), 2, contains="--force")
+    assert cli("delete", "3", "--db", db, "--yes", "--force").exit_code == 0
+
+
+def test_a_bad_db_is_refused_before_the_data_is_read(cli, tiny_scenario, monkeypatch, one_line_error):
+    import app.cli as cli_mod
+
+    monkeypatch.setattr(cli_mod, "load_with_progress", lambda *a, **k: pytest.fail("the data was read first"))
+    r = cli("run", tiny_scenario(methods=("pop",)), "--db", "sqlite:////nonexistent-folder/x.db")
+    one_line_error(r, 2, contains="does not exist")

@@ -637,6 +637,28 @@ def test_resume_accepts_the_same_data_copied_again(cli, tiny_scenario, tmp_path)
     assert store.data_unchanged(store.run(rp.run_id).dataset_id)  # its fingerprint follows the file now
 
 
+def test_a_new_run_adds_the_raw_ids_an_older_store_lacks(tiny_scenario, tmp_path):
+    """A store written before raw ids were kept has its periods but no ids: the next run on the same
+    data fills them in for the stored periods."""
+    from sqlalchemy import text
+
+    toml = tiny_scenario(methods=("pop",))
+    store = Store(f"sqlite:///{tmp_path}/raw.db")
+    rp = Replay.new(store, load_scenario(toml))
+    rp.engine.run(until=rp.engine.first_step + 1)
+    rp.interrupted()
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM raw_ids"))
+    assert store.raw_ids(rp.dataset_id) is None
+    again = Replay.new(store, load_scenario(toml))
+    assert again.dataset_id == rp.dataset_id
+    users, items = store.raw_ids(rp.dataset_id)
+    stored = max(store.stored_periods(rp.dataset_id))
+    ends = rp.dataset.first_seen_ends
+    assert users == rp.dataset.user_raw[:ends[0][stored]].tolist()
+    assert items == rp.dataset.item_raw[:ends[1][stored]].tolist()
+
+
 def test_resuming_a_finished_run_keeps_it_finished(cli, tiny_scenario, tmp_path):
     """`sml-sim run --resume ID` on a run that already finished has nothing to do: it must not crash
     on the checkpoints that finishing removed, nor mark the run failed."""

@@ -377,7 +377,7 @@ def test_csv_headerless_hint_guesses_the_time_column(tmp_path):
     # the examples are whole: copied as shown, they read the file (--no-header included)
     for opts, needle in (({}, "--no-header --delimiter tab --user-col 0 --item-col 1 --time-col 3"),
                          ({"delimiter": "tab"}, "--no-header with 0-based column indices, e.g. --no-header "
-                                                "--user-col 0 --item-col 1 --time-col 3"),
+                                                "--delimiter tab --user-col 0 --item-col 1 --time-col 3"),
                          ({"delimiter": "tab", "header": False}, "--user-col 0 --item-col 1 --time-col 3")):
         with pytest.raises(DataError) as exc:
             load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv=opts))
@@ -428,7 +428,7 @@ def test_a_header_of_numbers_is_data_and_refused(tmp_path):
     with pytest.raises(DataError, match="not a header but data") as exc:
         load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4,
                                  csv={"delimiter": "tab", "user_col": "0", "item_col": "1", "time_col": "3"}))
-    assert "--no-header --user-col 0 --item-col 1 --time-col 3" in str(exc.value)
+    assert "--no-header --delimiter tab --user-col 0 --item-col 1 --time-col 3" in str(exc.value)
 
 
 def test_a_missing_column_names_the_header_name_that_reads_like_it(tmp_path):

@@ -368,12 +368,13 @@ def _index_example(fields: list[str], parse_time: Callable[[str], int] | None,
     """0-based column flags for a headerless file whose first row is ``fields``, the time column
     guessed from it when a field reads as a time (else the generic 0, 1, 2)."""
     guess = _time_column_guess(fields, parse_time) if len(fields) >= 3 else None
-    lead = "--no-header " if no_header else ""
+    # The example is whole: copied as it is, it reads the file (--no-header, a delimiter other than ",").
+    flags = ("--no-header " if no_header else "") + (
+        f"--delimiter {_DELIMITER_NAMES.get(sep, repr(sep))} " if sep and sep != "," else "")
     if guess is None:
-        return f"e.g. {lead}--user-col 0 --item-col 1 --time-col 2"
+        return f"e.g. {flags}--user-col 0 --item-col 1 --time-col 2"
     col, ts = guess
     user, item = [k for k in range(len(fields)) if k != col][:2]
-    flags = lead + (f"--delimiter {_DELIMITER_NAMES[sep]} " if sep else "")
     day = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
     return (f"e.g. {flags}--user-col {user} --item-col {item} --time-col {col} "
             f"(column {col} reads as the time {day})")
@@ -394,7 +395,7 @@ def _layout_hint(first: list[str], delimiter: str, header: bool,
         hints.append(f"is it {name}-separated? try --delimiter {_DELIMITER_NAMES[sep]}")
     if header and fields and all(_looks_numeric(f.strip()) for f in fields):
         hints.append("the first line looks like data: no header line? try --no-header with 0-based column "
-                     f"indices, {_index_example(fields, parse_time, sep, no_header=True)}")
+                     f"indices, {_index_example(fields, parse_time, sep or delimiter, no_header=True)}")
     return f" ({'; '.join(hints)})" if hints else ""
 
 
