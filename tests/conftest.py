@@ -248,3 +248,15 @@ def db_counts():
             con.close()
 
     return counts
+
+
+def interrupted_run(store, scenario_file, steps: int = 1):
+    """A run of the scenario that stopped after ``steps`` periods, as if its process had been killed
+    (its checkpoints kept, its status 'interrupted'); returns its Replay."""
+    from db.replay import Replay
+    from sml_sim.config import load_scenario
+
+    replay = Replay.new(store, load_scenario(scenario_file))
+    replay.engine.run(until=replay.engine.first_step + steps - 1)
+    replay.interrupted()
+    return replay

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from sml_sim.evaluation import metrics_from_ranks
+from tests.conftest import interrupted_run
 
 RESULT_COLUMNS = ("run_id,dataset,source,method,period,split,n_cases,recall@5,recall@10,recall@20,ndcg@5,ndcg@10,"
                   "ndcg@20,full_recall@20,full_ndcg@20,retrain_s,eval_s").split(",")
@@ -549,9 +550,7 @@ def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario
     assert Store(db).run(1).config["threads"] == 1
     torch.set_num_threads(1)
     for _ in range(2):  # runs 2 and 3, interrupted after their first step
-        rp = Replay.new(Store(db), load_scenario(toml))
-        rp.engine.run(until=rp.engine.first_step)
-        rp.interrupted()
+        interrupted_run(Store(db), toml)
     torch.set_num_threads(2)
     r = cli("run", "--resume", "2", "--db", db)
     assert r.exit_code == 0 and "(1 thread)" in r.stdout, r.stdout  # its own count, not the default
@@ -605,17 +604,14 @@ def test_runs_shows_one_run_whole(cli, finished_run):
 
 
 def test_delete_removes_a_run_and_its_checkpoints_only(cli, tiny_scenario, one_line_error):
-    from db.replay import Replay, checkpoint_root
+    from db.replay import checkpoint_root
     from db.store import Store
-    from sml_sim.config import load_scenario
 
     toml = tiny_scenario(methods=("pop", "fine"))
     db = f"sqlite:///{toml.parent}/del.db"
     assert cli("run", toml, "--db", db, "--threads", "1").exit_code == 0  # run 1, finished
     store = Store(db)
-    rp = Replay.new(store, load_scenario(toml))  # run 2, interrupted: it has checkpoints
-    rp.engine.run(until=rp.engine.first_step)
-    rp.interrupted()
+    interrupted_run(store, toml)  # run 2, interrupted: it has checkpoints
     folder = checkpoint_root(store) / "run-2"
     assert any(folder.iterdir())
     one_line_error(cli("delete", "2", "--db", db), 2, contains="add --yes")  # no terminal: must confirm

@@ -22,6 +22,7 @@ from sml_sim.data.base import Dataset, Split
 from sml_sim.engine import MethodResult, MethodSpec, MethodStarted, Progress, ReplayEngine
 from sml_sim.retrainers import METHODS, register
 from sml_sim.retrainers.base import Cancelled, Retrainer
+from tests.conftest import interrupted_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -608,9 +609,7 @@ def test_resume_refuses_a_changed_dataset(cli, tiny_scenario, tmp_path, one_line
     toml = tiny_scenario(methods=("pop",))
     db = f"sqlite:///{tmp_path}/chg.db"
     store = Store(db)
-    rp = Replay.new(store, load_scenario(toml))
-    rp.engine.run(until=rp.engine.first_step)
-    rp.interrupted()
+    rp = interrupted_run(store, toml)
     data = tmp_path / "tiny.csv"
     lines = data.read_text().splitlines()
     data.write_text("\n".join(lines[:-50]) + "\n")  # the file changed on disk (size and content)
@@ -625,9 +624,7 @@ def test_resume_accepts_the_same_data_copied_again(cli, tiny_scenario, tmp_path)
     toml = tiny_scenario(methods=("pop",))
     db = f"sqlite:///{tmp_path}/same.db"
     store = Store(db)
-    rp = Replay.new(store, load_scenario(toml))
-    rp.engine.run(until=rp.engine.first_step)
-    rp.interrupted()
+    rp = interrupted_run(store, toml)
     data = tmp_path / "tiny.csv"
     data.write_bytes(data.read_bytes())
     os.utime(data, (1_000_000_000, 1_000_000_000))
@@ -644,9 +641,7 @@ def test_a_new_run_adds_the_raw_ids_an_older_store_lacks(tiny_scenario, tmp_path
 
     toml = tiny_scenario(methods=("pop",))
     store = Store(f"sqlite:///{tmp_path}/raw.db")
-    rp = Replay.new(store, load_scenario(toml))
-    rp.engine.run(until=rp.engine.first_step + 1)
-    rp.interrupted()
+    rp = interrupted_run(store, toml, steps=2)
     with store.engine.begin() as conn:
         conn.execute(text("DELETE FROM raw_ids"))
     assert store.raw_ids(rp.dataset_id) is None
