@@ -6,6 +6,7 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -208,7 +209,8 @@ def summary_lines(s: dict) -> list[str]:
         f"dataset:       {s['dataset']}",
         f"source:        {s['source']}",
         f"interactions:  {s['interactions']:,}   users: {s['users']:,}   items: {s['items']:,}",
-        f"periods:       {s['periods']}   train {s['train']}   validation {s['validation']}   "
+        f"periods:       {s['periods']}   train {s['train']}   validation "
+        f"{s['validation'] if s['validation'][0] <= s['validation'][1] else 'none'}   "
         f"test {s['test']}   retraining starts at {s['retrain_start']}",
     ]
     if s.get("skipped_lines"):
@@ -902,7 +904,7 @@ def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
     out.print(escape(f"scenario: {info.scenario}   seed: {info.seed}   device: {info.device}"
                      + (f"   threads: {threads}" if threads else "") + f"   started: {info.started_at}"))
     def span(a_b) -> str:
-        return str(a_b[0]) if a_b[0] == a_b[1] else f"{a_b[0]}-{a_b[1]}"
+        return "none" if a_b[0] > a_b[1] else str(a_b[0]) if a_b[0] == a_b[1] else f"{a_b[0]}-{a_b[1]}"
 
     out.print(escape(f"data: {stored['interactions']:,} interactions, {stored['users']:,} users, {stored['items']:,} "
                      f"items; {stored['periods']} periods: train {span(sp['train'])}, validation "
@@ -994,6 +996,9 @@ def delete(
             return
     store.delete_run(run_id, force=force)
     shutil.rmtree(folder, ignore_errors=True)
+    for empty in (folder.parent, folder.parent.parent):  # the store's, then the shared checkpoint folder
+        with contextlib.suppress(OSError):
+            empty.rmdir()  # only when nothing else is left in it
     out.print(escape(f"removed {what}"))
 
 

@@ -140,11 +140,14 @@ def load_scenario(path: Path) -> RunConfig:
     if run.get("device", "auto") not in ("auto", "cpu", "cuda"):
         raise DataError(f"{path}: [run] device must be auto, cpu or cuda, not {run['device']!r}")
     ds = dict(_table(doc, path, "dataset"))
+    _unknown(path, "[dataset]", ds, list(DatasetSpec.__dataclass_fields__))  # a typo of protocol first
     protocol = ds.pop("protocol", None)
+    if protocol is None:
+        raise DataError(f"{path}: [dataset] needs protocol = one of {', '.join(PROTOCOLS)}")
     if protocol not in PROTOCOLS:
-        raise DataError(f"{path}: [dataset] protocol must be one of {', '.join(PROTOCOLS)}")
+        raise DataError(f"{path}: [dataset] protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}"
+                        f"{did_you_mean(protocol, PROTOCOLS)}")
     csv = ds.pop("csv", {})
-    _unknown(path, "[dataset]", ds, [k for k in DatasetSpec.__dataclass_fields__ if k not in ("protocol", "csv")])
     _check_types(path, "[dataset]", ds, _DATASET_TYPES)
     if not isinstance(csv, dict):
         raise DataError(f"{path}: [dataset.csv] must be a section (a table), not {csv!r}")

@@ -618,7 +618,8 @@ def test_delete_removes_a_run_and_its_checkpoints_only(cli, tiny_scenario, one_l
     assert store.run(2).status == "interrupted"
     r = cli("delete", "2", "--db", db, "--yes")
     assert r.exit_code == 0 and "removed run 2" in r.stdout and "checkpoints" in r.stdout, r.stdout
-    assert not folder.exists() and [x.run_id for x in store.runs()] == [1]
+    assert not folder.exists() and not folder.parent.exists()  # no empty folders left behind
+    assert [x.run_id for x in store.runs()] == [1]
     assert store.results(2) == [] and len(store.results(1)) > 0 and store.interaction_count(1) > 0
     one_line_error(cli("delete", "2", "--db", db, "--yes"), 2, contains="no run 2")
     r = cli("run", toml, "--db", db, "--threads", "1")

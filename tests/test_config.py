@@ -36,6 +36,9 @@ def edited(tmp_path: Path, old: str, new: str) -> Path:
     ('methods = ["sml", "full", "fine", "spmf", "pop", "random"]', 'methods = "pop"',
      "[run] methods must be a list of names"),
     ("[methods.sml]  ", "[methods.sml]\nuse_fc = 1\n", "use_fc must be true or false"),
+    ('protocol = "synthetic-yelp"', 'protocl = "synthetic-yelp"',
+     "unknown [dataset] key(s) protocl (did you mean 'protocol'?)"),
+    ('protocol = "synthetic-yelp"', 'protocol = "synthetic-yelpp"', "not 'synthetic-yelpp' (did you mean "),
 ])
 def test_a_scenario_typo_or_bad_value_is_refused_with_the_place_and_a_hint(tmp_path, old, new, message):
     with pytest.raises(DataError) as exc:

@@ -437,3 +437,11 @@ def test_a_missing_column_names_the_header_name_that_reads_like_it(tmp_path):
     with pytest.raises(DataError, match=r"no time column 'time' .*--time-col timestamp\?"):
         load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"user_col": "userId",
                                                                                 "item_col": "movieId"}))
+
+
+def test_a_column_index_past_a_headerless_files_columns_is_named(tmp_path):
+    rows = [f"{k % 40}\t{k % 50}\t{1 + k % 5}\t{880_000_000 + 60 * k}\n" for k in range(30)]
+    path = _csv(tmp_path / "u.data", rows, header="")
+    with pytest.raises(DataError, match=r"column index 7 is beyond the 4 columns of its rows \(0-based: 0 to 3\)"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={
+            "delimiter": "tab", "header": False, "user_col": "7", "item_col": "1", "time_col": "3"}))

@@ -89,7 +89,7 @@ PROTOCOLS: dict[str, Protocol] = {
                  "--data PATH (required)", 1, 1, (30, 3, 7), 10),
         Protocol("synthetic-yelp", "built-in Yelp-like stream: slow taste drift, long-lived items",
                  "built in (--scale, --seed)", 10, 20, (30, 3, 7), 10),
-        Protocol("synthetic-adressa", "built-in Adressa-like stream: news items that live about a day",
+        Protocol("synthetic-adressa", "built-in Adressa-like stream: news items read for hours after publication",
                  "built in (--scale, --seed)", 1, 1, (48, 5, 10), 20),
     ]
 }

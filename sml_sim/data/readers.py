@@ -548,6 +548,9 @@ def read_csv(
     time_note = bad_times.check(path, f"time(s) in column {time_name} (read as --time-format {time_format})",
                                 len(times), unix_format=unix_format)
     if len(users) == 0 and skipped:
+        if first_row is not None and len(first_row) < width:  # a column index past the rows' end
+            raise DataError(f"{path}: column index {width - 1} is beyond the {len(first_row)} columns of its rows "
+                            f"(0-based: 0 to {len(first_row) - 1}){_layout_hint(first_row, delimiter, False)}")
         hint = _layout_hint(first_row, delimiter, False) if first_row is not None else ""
         raise DataError(
             f"{path}: none of the {skipped} rows could be read (check --time-format {time_format!r} "

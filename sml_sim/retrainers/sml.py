@@ -27,7 +27,7 @@ L0 is the log loss with one sampled negative (eq. 13), averaged over the batch's
 negatives (the authors' code sums the two means: twice this). Step 1 and the MF rows of step 2 run the
 transfer only on the distinct rows of each batch; the whole tables go through it once per period.
 
-Defaults follow the authors' public code where the paper is silent (``sml-method.md``): Adam for
+Defaults follow the authors' public code (GitHub zyang1580/SML) where the paper is silent: Adam for
 W_hat (lr 0.01, l1 = 1e-6 as 0.5 * l1 * sum of squares of the batch's rows) and for Theta (lr 1e-3,
 weight decay 1e-4), both kept across periods; batches 1024 (step 1) and 256 (step 2); one epoch of
 each per outer iteration; 10 outer iterations. Step 2's negatives are drawn from the items of its
@@ -130,7 +130,7 @@ class SML(Retrainer):
         "mlp_hidden": "MLP transfer's hidden size", "outer_iters": "alternations of steps 1 and 2 per period",
         "epochs_w_hat": "step 1 epochs per outer iteration (0: skipped)",
         "epochs_theta": "step 2 epochs per outer iteration (0: skipped)", "lr_w_hat": "Adam lr of W_hat",
-        "lr_theta": "Adam lr of Theta", "l1": "L2 on W_hat's batch rows (eq. 8)", "l2": "Theta's weight decay",
+        "lr_theta": "Adam lr of Theta", "l1": "eq. 8's lambda_1: an L2 penalty on W_hat's batch rows", "l2": "Theta's weight decay",
         "batch_w_hat": "interactions per step-1 batch", "batch_theta": "interactions per step-2 batch",
         "serve_w_hat_epochs": "Algorithm 2 line 8 epochs (0: as epochs_w_hat)",
         "theta_init": "Theta's initialisation", "theta_on": "current: SML-N",
