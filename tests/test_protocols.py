@@ -449,3 +449,18 @@ def test_csv_options_on_a_synthetic_stream_are_refused_not_ignored():
 
     with pytest.raises(DataError, match="csv column options apply to the csv dataset, not synthetic-yelp"):
         check_spec(DatasetSpec("synthetic-yelp", csv={"user_col": "u"}))
+
+
+def test_movielens_finds_its_ratings_file_in_a_folder(tmp_path, monkeypatch, one_line_error, cli):
+    """data/movielens/ may hold ratings.csv (ML-20M and later) instead of u.data; --data may name the folder."""
+    folder = tmp_path / "data" / "movielens"
+    folder.mkdir(parents=True)
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{i},4,{880_000_000 + 60 * (u * 13 + i)}\n" for u in range(12) for i in range(12)))
+    spec = DatasetSpec(protocol="movielens", data=str(folder), periods=4, split="2/1/1", retrain_start=1)
+    assert len(load_dataset(spec).users) == 144
+    monkeypatch.setenv("SML_SIM_DATA", str(tmp_path / "data"))
+    assert len(load_dataset(DatasetSpec(protocol="movielens", periods=4, split="2/1/1", retrain_start=1)).users) == 144
+    (folder / "ratings.csv").unlink()
+    r = cli("ingest", "movielens", "--db", f"sqlite:///{tmp_path}/m.db")
+    one_line_error(r, 2, contains="(u.data, ratings.dat, ratings.csv) in")

@@ -84,7 +84,7 @@ PROTOCOLS: dict[str, Protocol] = {
                  "data/adressa/ (one file per day)", 1, 1, (48, 5, 10), 20),
         Protocol("movielens", "MovieLens u.data, ratings.dat or ratings.csv; every rating is an interaction; "
                  "40 periods",
-                 "data/movielens/u.data", 1, 1, (30, 3, 7), 10),
+                 "data/movielens/ (u.data, ratings.dat or ratings.csv)", 1, 1, (30, 3, 7), 10),
         Protocol("csv", "any delimited file: --user-col/--item-col/--time-col; --periods N or --period-length",
                  "--data PATH (required)", 1, 1, (30, 3, 7), 10),
         Protocol("synthetic-yelp", "built-in Yelp-like stream: slow taste drift, long-lived items",
@@ -95,13 +95,32 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")  # ML-100K, ML-1M/10M, ML-20M and later
+
+
 def default_location(protocol: str) -> Path:
     root = readers.data_root()
     return {
         "yelp": root / "yelp" / "yelp_academic_dataset_review.json",
         "adressa": root / "adressa",
-        "movielens": root / "movielens" / "u.data",
+        "movielens": _movielens_file(root / "movielens") if (root / "movielens").is_dir()
+        else root / "movielens" / MOVIELENS_FILES[0],
     }.get(protocol, root)
+
+
+def _movielens_file(path: Path) -> Path:
+    """A MovieLens ratings file as given, or the first of ``MOVIELENS_FILES`` in a folder (u.data when
+    none is there, for the error message)."""
+    if path.is_dir():
+        return next((path / f for f in MOVIELENS_FILES if (path / f).is_file()), path / MOVIELENS_FILES[0])
+    return path
+
+
+def data_path(spec) -> Path:
+    """The file or folder a real dataset is read from: --data, or the protocol's default location; a
+    MovieLens folder means the ratings file in it."""
+    path = Path(spec.data) if spec.data else default_location(spec.protocol)
+    return _movielens_file(path) if spec.protocol == "movielens" else path
 
 
 # ---------------------------------------------------------------- period cuts
@@ -201,7 +220,7 @@ def _source_and_raw(spec: DatasetSpec, protocol: Protocol, progress) -> tuple[st
         scale = spec.scale if spec.scale is not None else synthetic.ADRESSA_DEFAULT_SCALE
         return (f"synthetic-adressa (scale {scale:g}, seed {spec.seed})", True,
                 synthetic.generate_adressa_like(scale, spec.seed), "oslo")
-    path = Path(spec.data) if spec.data else default_location(name)
+    path = data_path(spec)
     if name == "yelp":
         return f"yelp ({path})", False, readers.read_yelp(path, progress), "count"
     if name == "adressa":
@@ -263,8 +282,10 @@ def check_spec(spec: DatasetSpec) -> None:
             "csv": "CSV file"}[spec.protocol]
     if spec.data is not None and not Path(spec.data).exists():
         raise DataError(f"no {what} at {spec.data}")
-    if spec.data is None and spec.protocol == "movielens" and not default_location("movielens").exists():
-        raise DataError(f"no {what} at {default_location('movielens')}; pass --data PATH")
+    if spec.protocol == "movielens" and not data_path(spec).exists():
+        where = data_path(spec).parent
+        raise DataError(f"no {what} ({', '.join(MOVIELENS_FILES)}) in {where}"
+                        + ("; pass --data PATH" if spec.data is None else ""))
 
 
 def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
@@ -311,7 +332,7 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
 
     params = spec.as_dict()
     if not synthetic_:  # the file or folder actually read: the store fingerprints it
-        params["resolved_data"] = str((Path(spec.data) if spec.data else default_location(spec.protocol)).resolve())
+        params["resolved_data"] = str(data_path(spec).resolve())
         if spec.protocol in READING_VERSION:  # a store must not take data read the old way for this
             params["reading"] = READING_VERSION[spec.protocol]
     dataset = build_dataset(
