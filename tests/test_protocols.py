@@ -464,3 +464,11 @@ def test_movielens_finds_its_ratings_file_in_a_folder(tmp_path, monkeypatch, one
     (folder / "ratings.csv").unlink()
     r = cli("ingest", "movielens", "--db", f"sqlite:///{tmp_path}/m.db")
     one_line_error(r, 2, contains="(u.data, ratings.dat, ratings.csv) in")
+
+
+def test_a_split_too_short_for_the_protocols_start_says_where_retraining_starts():
+    ds = load_dataset(DatasetSpec(protocol="synthetic-yelp", scale=0.005, split="2/3/35"))
+    assert ds.split.retrain_start == 1
+    assert any("retraining from period 1" in n and "--split 2/3/35" in n for n in ds.notes), ds.notes
+    ds = load_dataset(DatasetSpec(protocol="synthetic-yelp", scale=0.005, split="30/3/7"))
+    assert not any("--split" in n for n in ds.notes), ds.notes

@@ -356,4 +356,9 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
             f"{s.train[1] + 1}/{s.validation[1] - s.validation[0] + 1}/{s.test[1] - s.test[0] + 1}, "
             f"retraining from period {s.retrain_start}"
         )
+    if spec.split and spec.retrain_start is None and dataset.split.retrain_start != protocol.reference_start:
+        dataset.notes.append(  # --split with fewer training periods than the protocol's start needs
+            f"retraining from period {dataset.split.retrain_start}, the last before validation, not the protocol's "
+            f"{protocol.reference_start}: --split {spec.split} has {dataset.split.train[1] + 1} training periods "
+            "(--retrain-start picks another)")
     return dataset
