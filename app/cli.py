@@ -428,22 +428,6 @@ def check_threads(threads: int | None) -> None:
                   "not faster")
 
 
-def store_exists(db: str | None) -> bool:
-    """Whether the store named by --db (or the default) is there already: an SQLite file that exists,
-    or any server database (its existence is the server's business)."""
-    from sqlalchemy.engine import URL, make_url
-
-    from db.store import default_url
-
-    text = db or default_url()
-    try:
-        url = URL.create("sqlite", database=text) if "://" not in text else make_url(text)
-    except Exception:  # a malformed URL: opening the store says what is wrong with it
-        return True
-    return (url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:")
-            or Path(url.database).expanduser().exists())
-
-
 def use_run_threads(info, threads: int | None) -> tuple[int | None, bool]:
     """Continue a run with the thread count it last ran with (results depend on it), unless --threads
     says otherwise, which is noted. Returns the count set (None when the run recorded none) and whether
@@ -753,7 +737,7 @@ def replay(
     threads: ThreadsOpt = None,
 ):
     """Open the live TUI: step through periods, watch metrics and retraining times, export CSV."""
-    from db.store import Store
+    from db.store import Store, store_exists
 
     if run_id is not None and new:
         raise UserError("give --run RUN_ID or --new, not both")

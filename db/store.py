@@ -67,16 +67,33 @@ def default_url() -> str:
     return os.environ.get("SML_SIM_DB") or f"sqlite:///{DEFAULT_DB_FILE}"
 
 
+def parse_url(url: str) -> URL:
+    """--db as an SQLAlchemy URL: a bare path is an SQLite file, taken whole (a '?' or '#' in it is part
+    of the name)."""
+    try:
+        return URL.create("sqlite", database=url) if "://" not in url else make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"--db {url!r} is not an SQLAlchemy URL (e.g. sqlite:///results.db)") from exc
+
+
+def store_exists(url: str | None) -> bool:
+    """Whether the store named by --db (or the default) is there already: an SQLite file that exists,
+    or any server database (its existence is the server's business). A malformed URL counts as there,
+    so that opening it says what is wrong."""
+    try:
+        parsed = parse_url(url or default_url())
+    except StoreError:
+        return True
+    return (parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:")
+            or Path(parsed.database).expanduser().exists())
+
+
 def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
     """An engine for ``url``; ``read_only`` opens an SQLite file that this user cannot write (an
     archived or shared results file) as immutable, since SQLite cannot otherwise read a WAL database
     in a folder where it cannot create the -shm file."""
     url = url or default_url()
-    try:
-        # A bare path is an SQLite file, taken whole: a '?' or '#' in it is part of the name.
-        parsed = URL.create("sqlite", database=url) if "://" not in url else make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"--db {url!r} is not an SQLAlchemy URL (e.g. sqlite:///results.db)") from exc
+    parsed = parse_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database not in (None, "", ":memory:"):
         parsed = parsed.set(database=str(Path(parsed.database).expanduser()))  # --db ~/results.db
