@@ -640,3 +640,35 @@ def test_a_bad_db_is_refused_before_the_data_is_read(cli, tiny_scenario, monkeyp
     monkeypatch.setattr(cli_mod, "load_with_progress", lambda *a, **k: pytest.fail("the data was read first"))
     r = cli("run", tiny_scenario(methods=("pop",)), "--db", "sqlite:////nonexistent-folder/x.db")
     one_line_error(r, 2, contains="does not exist")
+
+
+def _readme_json_keys() -> dict[str, set[str]]:
+    """The keys README's 'Machine-readable output' paragraph documents, per command."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("**Machine-readable output.**", 1)[1].split("\n### ", 1)[0]
+    documented = {}
+    for bullet in section.split("\n- ")[1:]:
+        command, _, rest = bullet.partition("`:")
+        rest = re.sub(r"\([^)]*\)", "", rest)  # explanations in brackets name no keys of their own
+        documented[command.strip("`")] = set(re.findall(r"`([a-z_@]+)`", rest.split("`summary.validation`")[0]))
+    return documented
+
+
+def test_readme_documents_the_json_keys_exactly(cli, finished_run, tmp_path, toy_stream):
+    documented = _readme_json_keys()
+    users, items, times = toy_stream(n=300)
+    path = tmp_path / "u.data"
+    path.write_text("".join(f"{u}\t{i}\t4\t{t}\n" for u, i, t in zip(users, items, times)))
+    ingest = json.loads(cli("ingest", "movielens", "--data", path, "--db", f"sqlite:///{tmp_path}/i.db",
+                            "--periods", "6", "--json").stdout)
+    assert set(ingest) == documented["ingest --json"]
+    periods = json.loads(cli("periods", "csv", "--db", finished_run["db"], "--json").stdout)
+    assert set(periods[0]) == documented["periods NAME --json"]
+    runs = json.loads(cli("runs", "--db", finished_run["db"], "--json").stdout)
+    assert set(runs[0]) == documented["runs --json"]
+    one = json.loads(cli("runs", "1", "--db", finished_run["db"], "--json").stdout)
+    assert set(one) == set(runs[0]) | documented["runs RUN_ID --json"]
+    assert set(one["summary"]) == {"validation", "test"}
+    assert set(one["summary"]["test"]) == {"means", "ri_reference", "ri"}
