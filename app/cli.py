@@ -419,18 +419,23 @@ def refuse_new_settings(ctx: typer.Context, run_id: int, keep: set[str]) -> None
                         f"drop {', '.join(given)} (or start a new run)")
 
 
-def check_threads(threads: int | None) -> None:
+def check_threads(threads: int | None, note=None) -> None:
+    """Refuse a thread count below 1; note one above the core count (``note(text)``, default: stderr)."""
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: give 1 or more (leave it out for the default)")
     cores = os.cpu_count() or 1
     if threads is not None and threads > cores:
-        err.print(f"note: --threads {threads} on {cores} core(s): more threads than cores makes training slower, "
-                  "not faster")
+        (note or say_note)(f"--threads {threads} on {cores} core(s): more threads than cores makes training "
+                           "slower, not faster")
 
 
-def use_run_threads(info, threads: int | None) -> tuple[int | None, bool]:
+def say_note(text: str) -> None:
+    err.print(f"note: {escape(text)}")
+
+
+def use_run_threads(info, threads: int | None, note=None) -> tuple[int | None, bool]:
     """Continue a run with the thread count it last ran with (results depend on it), unless --threads
-    says otherwise, which is noted. Returns the count set (None when the run recorded none) and whether
+    says otherwise, which is noted (``note(text)``, default: stderr). Returns the count set (None when the run recorded none) and whether
     it is a switch, for ``record_thread_switch`` once the run has been reopened."""
     from db.replay import threads_of
 
@@ -438,12 +443,13 @@ def use_run_threads(info, threads: int | None) -> tuple[int | None, bool]:
     switched = bool(threads and recorded and threads != recorded)
     if switched:
         first = (info.config.get("threads_before") or [{"threads": recorded}])[0]["threads"]
-        err.print(f"note: run {info.run_id} started with {first} thread{'s' * (first != 1)} and last ran with "
-                  f"{recorded}; its later periods use {threads}, so its results may differ from an uninterrupted "
-                  "run's (README: \"Determinism\")" if first != recorded else
-                  f"note: run {info.run_id} started with {recorded} thread{'s' * (recorded != 1)}; its later "
-                  f"periods use {threads}, so its results may differ from an uninterrupted run's (README: "
-                  "\"Determinism\")")
+        (note or say_note)(
+            f"run {info.run_id} started with {first} thread{'s' * (first != 1)} and last ran with "
+            f"{recorded}; its later periods use {threads}, so its results may differ from an uninterrupted "
+            "run's (README: \"Determinism\")" if first != recorded else
+            f"run {info.run_id} started with {recorded} thread{'s' * (recorded != 1)}; its later "
+            f"periods use {threads}, so its results may differ from an uninterrupted run's (README: "
+            "\"Determinism\")")
     chosen = threads or recorded
     set_threads(chosen)
     return chosen, switched
@@ -743,7 +749,8 @@ def replay(
         raise UserError("give --run RUN_ID or --new, not both")
     if not has_terminal():
         raise UserError("replay is the interactive UI and needs a terminal; `sml-sim run` replays headless")
-    check_threads(threads)
+    notes: list[str] = []  # shown in the replay's log: the screen would hide them on stderr
+    check_threads(threads, notes.append)
     cfg = None
     if run_id is None:
         cfg = build_config(target, data=data, methods=methods, seed=seed, device=device, scale=scale,
@@ -769,7 +776,7 @@ def replay(
     switch = (None, False)
     if run_id is not None:
         if store.run(run_id).status != "finished":  # a finished one is only shown
-            switch = use_run_threads(store.run(run_id), threads)
+            switch = use_run_threads(store.run(run_id), threads, notes.append)
             threads = switch[0] or threads
     # A new run: unusable data (nothing left after filtering, ...) is refused here, before the UI opens
     # and before a store is created for it.
@@ -779,7 +786,8 @@ def replay(
     store = store or Store(db)
     from app.tui import run_replay_app
 
-    outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads, dataset=dataset)
+    outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads, dataset=dataset,
+                             notes=notes)
     if outcome.run_id is not None and outcome.run_id == run_id:  # reopened, not refused
         record_thread_switch(store, run_id, *switch)
     if outcome.run_id is None:

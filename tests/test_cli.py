@@ -512,7 +512,7 @@ def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finish
 
     opened = []
 
-    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None):
+    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=()):
         opened.append((run_id, config))
         return ReplayOutcome(run_id=run_id or 2, finished=True, error=None, exported_to=None)
 
@@ -672,3 +672,35 @@ def test_readme_documents_the_json_keys_exactly(cli, finished_run, tmp_path, toy
     assert set(one) == set(runs[0]) | documented["runs RUN_ID --json"]
     assert set(one["summary"]) == {"validation", "test"}
     assert set(one["summary"]["test"]) == {"means", "ri_reference", "ri"}
+
+
+def test_replay_shows_its_thread_notes_in_the_tui_log_not_behind_the_screen(cli, tiny_scenario, monkeypatch):
+    """The TUI takes the whole screen: a note printed to stderr before it opened was seen only after it closed."""
+    import torch
+
+    import app.cli as cli_mod
+    import app.tui as tui
+    from app.tui.app import ReplayOutcome
+    from db.store import Store
+
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{toml.parent}/replay-threads.db"
+    torch.set_num_threads(1)
+    interrupted_run(Store(db), toml)
+    torch.set_num_threads(2)
+    opened = []
+
+    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=()):
+        opened.append((run_id, threads, list(notes)))
+        return ReplayOutcome(run_id=run_id, finished=False, error=None, exported_to=None)
+
+    monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
+    monkeypatch.setattr(tui, "run_replay_app", fake_app)
+    cores = os.cpu_count() or 1
+    r = cli("replay", "--run", "1", "--db", db, "--threads", str(cores + 1))
+    assert r.exit_code == 0, r.stderr
+    run_id, threads, notes = opened[-1]
+    assert run_id == 1 and threads == cores + 1
+    assert any("started with 1 thread;" in n for n in notes), notes
+    assert any("more threads than cores" in n for n in notes), notes
+    assert "started with 1 thread" not in r.stderr and "more threads than cores" not in r.stderr

@@ -308,6 +308,13 @@ async def test_the_dataset_notes_are_logged_as_run_prints_them(store, tmp_path):
             assert f"note: {' '.join(note.split())}" in lines, lines
 
 
+async def test_the_command_lines_notes_are_logged(store, tmp_path):
+    app = make_app(store, tmp_path, auto_first_step=False, notes=["run 1 started with 1 thread; [later] use 2"])
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot, app)
+        assert "note: run 1 started with 1 thread; [later] use 2" in " ".join(log_text(app).split())
+
+
 def test_the_table_caption_names_no_fixed_candidate_count():
     """"sampled ranking (1+999)" was wrong on a catalogue of 108 items."""
     assert MetricChoice().ranking == "sampled ranking" and MetricChoice(full=True).ranking == "full ranking"

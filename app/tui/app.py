@@ -217,7 +217,8 @@ class ReplayApp(App):
     result_row = staticmethod(model.result_row)
 
     def __init__(self, *, store, config=None, run_id: int | None = None, threads: int | None = None,
-                 export_dir: Path | str | None = None, auto_first_step: bool = True, dataset=None):
+                 export_dir: Path | str | None = None, auto_first_step: bool = True, dataset=None,
+                 notes: list[str] = ()):
         super().__init__()
         if (config is None) == (run_id is None):
             raise ValueError("give exactly one of config (a new run) or run_id (resume)")
@@ -226,6 +227,7 @@ class ReplayApp(App):
         self.dataset = dataset  # config's dataset, when the command line has read it already
         self.requested_run = run_id
         self.threads = threads
+        self.command_notes = list(notes)  # the command line's notes (thread counts): the screen hides stderr
         self.export_dir = Path(export_dir) if export_dir is not None else None
         self.auto_first_step = auto_first_step
         self.cancel = threading.Event()
@@ -278,6 +280,8 @@ class ReplayApp(App):
         what = f"run {self.requested_run}" if self.config is None else self.config.dataset.protocol
         self.activity(f"loading {what}...", 0.0)
         self.log_line(f"opening {escape(what)}; torch threads: {self.threads or 'default'}")
+        for note in self.command_notes:
+            self.log_line(f"[yellow]note:[/] {escape(note)}")
         self.busy = True
         self._load_worker()
 
@@ -844,9 +848,9 @@ def export_path(folder: Path, db_file: Path | None, run_id: int) -> Path:
 
 
 def run_replay_app(*, store, config=None, run_id: int | None = None, threads: int | None = None,
-                   dataset=None) -> ReplayOutcome:
+                   dataset=None, notes: list[str] = ()) -> ReplayOutcome:
     """Open the TUI on a new run (``config``) or an existing one (``run_id``), record the run's status
-    when it closes, and say how it ended (the command line prints it)."""
+    when it closes, and say how it ended (the command line prints it). ``notes`` go to the log."""
     import torch
 
     n = threads if threads else max(1, _cores() - 1)  # leave a core to the UI
@@ -854,7 +858,7 @@ def run_replay_app(*, store, config=None, run_id: int | None = None, threads: in
     # The training thread holds the GIL between its (GIL-releasing) torch calls; a shorter switch
     # interval hands the GIL to the UI thread sooner when it wakes up for a key (default 5 ms).
     sys.setswitchinterval(SWITCH_INTERVAL)
-    app = ReplayApp(store=store, config=config, run_id=run_id, threads=n, dataset=dataset)
+    app = ReplayApp(store=store, config=config, run_id=run_id, threads=n, dataset=dataset, notes=notes)
     app.run()
     # The worker thread has ended here (the event loop joins its executor on exit).
     return app.outcome()
