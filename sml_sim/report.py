@@ -49,7 +49,8 @@ def failures(results: list[dict]) -> dict[str, tuple[int, str]]:
 
 
 def split_means(results: list[dict], split: str = "test") -> dict[str, dict[str, float]]:
-    """Mean over the split's periods of every metric, per method (periods weigh equally, as in the paper)."""
+    """Mean over the split's periods of every metric, per method. Periods weigh equally (the spec's reading of
+    the paper's "average scores"; the authors' code weights them by their test cases)."""
     by_method: dict[str, list[dict]] = {}
     for r in results:
         if counts_in(r, split):

@@ -28,7 +28,8 @@ negatives (the authors' code sums the two means: twice this). Step 1 and the MF 
 transfer only on the distinct rows of each batch; the whole tables go through it once per period.
 
 Defaults follow the authors' public code (GitHub zyang1580/SML) where the paper is silent: Adam for
-W_hat (lr 0.01, l1 = 1e-6 as 0.5 * l1 * sum of squares of the batch's rows) and for Theta (lr 1e-3,
+W_hat (lr 0.01, l1 = 1e-6 as 0.5 * l1 * sum of squares of the batch's distinct rows; row-sparse, where
+that code steps a dense Adam over the whole tables) and for Theta (lr 1e-3,
 weight decay 1e-4), both kept across periods; batches 1024 (step 1) and 256 (step 2); one epoch of
 each per outer iteration; 10 outer iterations. Step 2's negatives are drawn from the items of its
 period, excluding the user's positives there; step 1's from all items seen so far.
