@@ -90,20 +90,40 @@ def db_flag(db: str | None) -> str:
     return f" --db {shlex.quote(db)}" if db else ""
 
 
-def checked_out_path(path: Path) -> Path:
+def checked_out_path(path: Path, db: str | None = None, inputs: tuple = ()) -> Path:
     """--out with ~ expanded, failing before any work when it cannot be written (not hours later,
-    after a long run). The caller writes to the path returned, so check and write agree."""
+    after a long run), or when it names the store (``db``) or an input file: writing there would
+    destroy it. The caller writes to the path returned, so check and write agree."""
     if str(path) == "-":  # standard output
         return path
     path = path.expanduser()
     if path.is_dir():
         raise UserError(f"--out {path} is a folder; give a file name")
+    refuse_overwriting_inputs(path, db, inputs)
     folder = path.resolve().parent
     if not folder.is_dir():
-        raise UserError(f"--out {path}: the folder {folder} does not exist")
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"--out {path}: {folder} {what}")
     if not os.access(path if path.exists() else folder, os.W_OK):
         raise UserError(f"--out {path}: not writable")
     return path
+
+
+def refuse_overwriting_inputs(path: Path, db: str | None, inputs: tuple = ()) -> None:
+    """--out must not name the results store (or its journal files) or a data file the run reads."""
+    from db.store import sqlite_file
+
+    if str(path) == "-":
+        return
+    target = path.expanduser().resolve()
+    store = sqlite_file(db)
+    guarded = [(store, "the results store (--db)")] if store is not None else []
+    if store is not None:
+        guarded += [(store.with_name(store.name + suffix), "the results store's journal") for suffix in ("-wal", "-shm")]
+    guarded += [(Path(p).expanduser(), "the data file the run reads") for p in inputs if p]
+    for other, what in guarded:
+        if other.resolve() == target or (other.exists() and target.exists() and os.path.samefile(other, target)):
+            raise UserError(f"--out {path} is {what}; writing the results there would destroy it: give another file")
 
 
 def absolute_data(data: str | None) -> str | None:
@@ -497,12 +517,14 @@ def run(
     if out_csv is not None:
         if str(out_csv) == "-":
             raise UserError("--out -: the summary goes to standard output; give a file (or use `sml-sim export`)")
-        out_csv = checked_out_path(out_csv)
+        out_csv = checked_out_path(out_csv, db, (data,))
     if resume is not None:
         if target is not None:
             raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
         refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
         store = Store(db, create=False)
+        if out_csv is not None:
+            refuse_overwriting_inputs(out_csv, db, (store.run(resume).config.get("dataset", {}).get("data"),))
         switch = (None, False)
         if store.run(resume).status != "finished":
             switch = use_run_threads(store.run(resume), threads)
@@ -522,6 +544,8 @@ def run(
                            periods=periods, period_length=period_length, min_user=min_user_interactions,
                            min_item=min_item_interactions, split=split, start=retrain_start,
                            csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
+        if out_csv is not None:  # the scenario's data file too
+            refuse_overwriting_inputs(out_csv, db, (cfg.dataset.data,))
         set_threads(threads)
         Store.check_location(db)  # a bad --db is said before the data is read, not after
         dataset = load_with_progress(cfg.dataset)  # refused before a store is created for it
@@ -932,9 +956,10 @@ def export(
 
     if cases and filters:
         raise UserError("give --cases or --filters, not both")
-    out_path = checked_out_path(out_path)
+    out_path = checked_out_path(out_path, db)
     store = Store(db, reading=True)
     run = store.run(run_id)  # clear error when the run does not exist
+    refuse_overwriting_inputs(out_path, db, (run.config.get("dataset", {}).get("data"),))
     if cases:
         raw_ids = store.raw_ids(run.dataset_id)
         n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id), store.results(run_id), raw_ids)

@@ -88,6 +88,17 @@ def store_exists(url: str | None) -> bool:
             or Path(parsed.database).expanduser().exists())
 
 
+def sqlite_file(url: str | None) -> Path | None:
+    """The file of an SQLite store named by --db (or the default); None for a server or in-memory one."""
+    try:
+        parsed = parse_url(url or default_url())
+    except StoreError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
 def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
     """An engine for ``url``; ``read_only`` opens an SQLite file that this user cannot write (an
     archived or shared results file) as immutable, since SQLite cannot otherwise read a WAL database

@@ -704,3 +704,32 @@ def test_replay_shows_its_thread_notes_in_the_tui_log_not_behind_the_screen(cli,
     assert any("started with 1 thread;" in n for n in notes), notes
     assert any("more threads than cores" in n for n in notes), notes
     assert "started with 1 thread" not in r.stderr and "more threads than cores" not in r.stderr
+
+
+def test_out_never_overwrites_the_store_or_the_data_file(cli, finished_run, one_line_error):
+    """`--out` naming the --db file or the data file used to replace it with results: work lost."""
+    import hashlib
+
+    folder = finished_run["folder"]
+    db, store_file, data = finished_run["db"], folder / "run.db", folder / "clirun.csv"
+    toml = folder / "clirun.toml"
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    before = digest(data), cli("export", "1", "--db", db, "--out", "-").stdout
+    attempts = [
+        (("export", "1", "--db", db, "--out", store_file), "the results store"),
+        (("export", "1", "--db", db, "--out", f"{store_file}-wal"), "the results store's journal"),
+        (("export", "1", "--db", db, "--out", data), "the data file"),
+        (("run", toml, "--db", db, "--out", data), "the data file"),  # the scenario names it
+        (("run", "csv", "--data", data, "--db", db, "--out", store_file), "the results store"),
+        (("run", "--resume", "1", "--db", db, "--out", folder / "." / data.name), "the data file"),
+    ]
+    for args, what in attempts:
+        r = cli(*args)
+        one_line_error(r)
+        assert what in r.stderr, (args, r.stderr)
+    assert (digest(data), cli("export", "1", "--db", db, "--out", "-").stdout) == before  # (a store's bytes
+    # may move on a WAL checkpoint when it is opened: its content is what counts)
+    assert len(json.loads(cli("runs", "--db", db, "--json").stdout)) == 1  # nothing was started either
