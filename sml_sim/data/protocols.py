@@ -186,14 +186,29 @@ def equal_count_cut(n_periods: int, too_few=None):
     return cut
 
 
-def fixed_window_cut(length_s: int):
+def fixed_window_cut(length_s: int, label: str = ""):
+    """Periods of ``length_s`` seconds from the first interaction. More windows than interactions is
+    refused before any is built (a 1s window over years of data would fill the memory)."""
+
     def cut(times: np.ndarray):
+        n = int((int(times[-1]) - int(times[0])) // length_s) + 1
+        if n > len(times):
+            span = int(times[-1]) - int(times[0])
+            hint = (f"{max(1, round(span / 40 / 86400))}d" if span >= 40 * 86400 else
+                    f"{max(1, round(span / 40 / 3600))}h")
+            raise DataError(f"--period-length {label or f'{length_s}s'} cuts {_span_words(span)} of data into {n:,} "
+                            f"periods, more than its {len(times):,} interactions; try --period-length {hint} "
+                            "(about 40 periods) or --periods N")
         periods = ((times - times[0]) // length_s).astype(np.int32)
-        n = int(periods[-1]) + 1
         t0 = int(times[0])
         return periods, [(t0 + k * length_s, t0 + (k + 1) * length_s) for k in range(n)]
 
     return cut
+
+
+def _span_words(seconds: int) -> str:
+    days = seconds / 86400
+    return f"{days:,.0f} days" if days >= 2 else f"{seconds / 3600:,.1f} hours"
 
 
 # ---------------------------------------------------------------- loading
@@ -260,6 +275,10 @@ def check_spec(spec: DatasetSpec) -> None:
         raise DataError(f"--seed must be 0 or more, not {spec.seed}")
     if spec.protocol != "csv" and spec.csv:  # never dropped silently
         raise DataError(f"the csv column options apply to the csv dataset, not {spec.protocol}")
+    delimiter = spec.csv.get("delimiter")
+    if delimiter is not None and len({"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)) != 1:
+        raise DataError(f"--delimiter {delimiter!r}: give one character ('tab' for tabs); MovieLens's "
+                        "ratings.dat (fields split by '::') is read by the movielens dataset")
     if spec.protocol.startswith("synthetic-"):
         if spec.data is not None:  # never dropped silently
             raise DataError(f"{spec.protocol} is generated, it reads no file; drop --data (or use "
@@ -299,7 +318,7 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
     min_user = spec.min_user_interactions if spec.min_user_interactions is not None else protocol.min_user
     min_item = spec.min_item_interactions if spec.min_item_interactions is not None else protocol.min_item
     if spec.period_length:
-        cut = fixed_window_cut(readers.parse_duration(spec.period_length))
+        cut = fixed_window_cut(readers.parse_duration(spec.period_length), spec.period_length)
     elif cut_kind == "oslo" and spec.periods is None:
         cut = adressa_cut
     else:

@@ -298,7 +298,10 @@ def parse_duration(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
     if not m or float(m.group(1)) <= 0:
         raise DataError(f"period length {text!r} is not a duration like 7d, 12h or 2w")
-    return int(float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    seconds = int(float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    if seconds < 1:
+        raise DataError(f"period length {text!r} is shorter than the one-second resolution of the times")
+    return seconds
 
 
 def time_parser(time_format: str) -> Callable[[str], int]:
