@@ -20,7 +20,7 @@ from db.store import Store, StoreError, fingerprint, this_process
 from sml_sim.config import RunConfig
 from sml_sim.data import load_dataset
 from sml_sim.data.base import Dataset
-from sml_sim.engine import MethodResult, PeriodArrived, ReplayEngine, resolve_device
+from sml_sim.engine import MethodResult, PeriodArrived, ReplayEngine, checkpoint_file, resolve_device
 
 
 def threads_of(stored_config: dict) -> int | None:
@@ -41,6 +41,28 @@ def checkpoint_root(store: Store) -> Path:
     return home / "checkpoints" / hashlib.sha256(store.url.encode()).hexdigest()[:12]
 
 
+def committed_periods(results: list[dict]) -> tuple[dict[str, int], set[str]]:
+    """Each method's last committed period, and the methods that failed."""
+    committed: dict[str, int] = {}
+    failed = set()
+    for r in results:
+        committed[r["method"]] = max(committed.get(r["method"], -1), r["period"])
+        if r["status"] == "failed":
+            failed.add(r["method"])
+    return committed, failed
+
+
+def missing_checkpoints(store: Store, run_id: int) -> list[Path]:
+    """The checkpoint files an unfinished run needs to continue and that are not there (a store
+    copied or moved without its sml-sim-checkpoints/ folder)."""
+    if store.run(run_id).status == "finished":
+        return []
+    folder = checkpoint_root(store) / f"run-{run_id}"
+    committed, failed = committed_periods(store.results(run_id))
+    return [path for method, period in committed.items() if method not in failed
+            for path in [checkpoint_file(folder, method, period)] if not path.exists()]
+
+
 class Replay:
     def __init__(self, store: Store, run_id: int, config: RunConfig, dataset: Dataset, dataset_id: int,
                  cancel: threading.Event | None = None):
@@ -54,13 +76,7 @@ class Replay:
         self._stored = store.stored_periods(dataset_id)
         if self._stored and not store.read_only:  # raw ids of periods stored by an earlier version
             store.write_periods(dataset_id, dataset, sorted(self._stored), self._stats)
-        results = store.results(run_id)
-        committed: dict[str, int] = {}
-        failed = set()
-        for r in results:
-            committed[r["method"]] = max(committed.get(r["method"], -1), r["period"])
-            if r["status"] == "failed":
-                failed.add(r["method"])
+        committed, failed = committed_periods(store.results(run_id))
         self.engine = ReplayEngine(
             dataset, config.method_specs(), seed=config.seed, device=resolve_device(config.device),
             pretrain=config.pretrain, checkpoint_dir=checkpoint_root(store) / f"run-{run_id}",
@@ -93,6 +109,13 @@ class Replay:
             # its owner is alive, or on another host (a dead local one reads "interrupted")
             raise StoreError(f"run {run_id} is being run by another process ({info.owner}) right now; wait "
                              "for it, or stop it first (its committed periods are kept)")
+        missing = missing_checkpoints(store, run_id)
+        if missing:  # said before anything is loaded, and the run is left as it was
+            folder = missing[0].parent
+            raise StoreError(f"run {run_id} cannot continue: its checkpoints are not in {folder} (missing "
+                             f"{', '.join(p.name for p in missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                             f"if this store was copied or moved, copy the run-{run_id} folder of the "
+                             f"sml-sim-checkpoints/ next to the old store into {folder.parent}/")
         config = RunConfig.from_dict(info.config)
         dataset = load_dataset(config.dataset, progress=progress)
         fp = fingerprint(dataset.params, dataset.source)

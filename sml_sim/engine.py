@@ -264,7 +264,7 @@ class ReplayEngine:
     # -------------------------------------------------------------- checkpoints
 
     def _ckpt_path(self, method: str, period: int) -> Path:
-        return self.checkpoint_dir / f"{method}.p{period}.pt"
+        return checkpoint_file(self.checkpoint_dir, method, period)
 
     @staticmethod
     def _atomic_save(obj, path: Path) -> None:
@@ -286,6 +286,11 @@ class ReplayEngine:
         if path is None or not path.exists():
             raise FileNotFoundError(f"no checkpoint of {method} for period {period} (looked for {path})")
         return torch.load(path, map_location=self.device, weights_only=False)
+
+
+def checkpoint_file(folder: Path, method: str, period: int) -> Path:
+    """Where a method's state after ``period`` is kept while its run is unfinished."""
+    return folder / f"{method}.p{period}.pt"
 
 
 def _malloc_trim():

@@ -733,3 +733,25 @@ def test_out_never_overwrites_the_store_or_the_data_file(cli, finished_run, one_
     assert (digest(data), cli("export", "1", "--db", db, "--out", "-").stdout) == before  # (a store's bytes
     # may move on a WAL checkpoint when it is opened: its content is what counts)
     assert len(json.loads(cli("runs", "--db", db, "--json").stdout)) == 1  # nothing was started either
+
+
+def test_a_copied_store_says_where_the_checkpoints_go_and_keeps_the_run(cli, tiny_scenario, one_line_error):
+    """A copy of a store without its checkpoint folder used to fail on resume and mark the run failed."""
+    import shutil
+    import sqlite3
+
+    from db.store import Store
+
+    toml = tiny_scenario(methods=("pop", "fine"))
+    folder = toml.parent
+    interrupted_run(Store(f"sqlite:///{folder}/a.db"), toml)
+    with sqlite3.connect(folder / "a.db") as source, sqlite3.connect(folder / "b.db") as copy:
+        source.backup(copy)  # (the open store keeps recent writes in its WAL file)
+    r = cli("run", "--resume", "1", "--db", f"sqlite:///{folder}/b.db")
+    one_line_error(r, contains="if this store was copied or moved, copy the run-1 folder")
+    assert str(folder / "sml-sim-checkpoints" / "b.db") in r.stderr
+    assert json.loads(cli("runs", "--db", f"sqlite:///{folder}/b.db", "--json").stdout)[0]["status"] == "interrupted"
+    shutil.copytree(folder / "sml-sim-checkpoints" / "a.db" / "run-1", folder / "sml-sim-checkpoints" / "b.db" / "run-1")
+    r = cli("run", "--resume", "1", "--db", f"sqlite:///{folder}/b.db")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(cli("runs", "--db", f"sqlite:///{folder}/b.db", "--json").stdout)[0]["status"] == "finished"
