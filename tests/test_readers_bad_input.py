@@ -453,3 +453,15 @@ def test_a_column_index_past_a_headerless_files_columns_is_named(tmp_path):
     with pytest.raises(DataError, match=r"column index 7 is beyond the 4 columns of its rows \(0-based: 0 to 3\)"):
         load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={
             "delimiter": "tab", "header": False, "user_col": "7", "item_col": "1", "time_col": "3"}))
+
+
+def test_a_data_root_that_does_not_exist_is_an_error_not_synthetic_data(cli, tmp_path, monkeypatch, one_line_error):
+    """Without data, yelp replays its synthetic stream; an SML_SIM_DATA set on purpose but mistyped must
+    not end in that quietly."""
+    monkeypatch.setenv("SML_SIM_DATA", str(tmp_path / "no-such-root"))
+    r = cli("ingest", "yelp", "--scale", "0.002", "--db", f"sqlite:///{tmp_path}/s.db")
+    one_line_error(r, contains="SML_SIM_DATA=")
+    assert not (tmp_path / "s.db").exists()
+    (tmp_path / "no-such-root").mkdir()  # a root without a yelp folder: the documented fallback
+    r = cli("ingest", "yelp", "--scale", "0.002", "--db", f"sqlite:///{tmp_path}/s.db")
+    assert r.exit_code == 0 and "no Yelp review file" in r.stdout, r.stdout + r.stderr

@@ -18,6 +18,7 @@ synthetic-adressa  built-in generator          none      3/day   48/5/10     20
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -218,6 +219,9 @@ def _source_and_raw(spec: DatasetSpec, protocol: Protocol, progress) -> tuple[st
     """Returns (source label, is_synthetic, raw stream, cut kind)."""
     name = spec.protocol
     if name in ("yelp", "adressa") and spec.data is None and not default_location(name).exists():
+        root = os.environ.get("SML_SIM_DATA")
+        if root and not Path(root).expanduser().is_dir():  # set on purpose: a typo must not mean synthetic data
+            raise DataError(f"SML_SIM_DATA={root}: no such folder; fix or unset it, or pass --data PATH")
         # Nothing at the documented location: say so and replay the synthetic stream instead.
         where = default_location(name)
         where = where.parent if name == "yelp" else where
