@@ -64,7 +64,7 @@ def friendly(fn):
             err.print(f"[bold red]error:[/] {escape(str(exc))}")  # user paths may hold [brackets]
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print("interrupted: every committed period is kept")
+            err.print("interrupted: whatever was already stored is kept")  # (the run commands say more)
             raise typer.Exit(130) from None
         except BrokenPipeError:  # `sml-sim runs --json | head`: the reader left; stop quietly
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter flushes it at exit
@@ -575,10 +575,13 @@ def run(
         live = [m for m in engine.retrainers if m not in engine.failed]
         behind = [m for m in live if m not in engine.committed]
         reached = (f" (none yet for {', '.join(behind)})" if behind else
-                   f" (every method still running through period {min(engine.committed[m] for m in live)})"
+                   f" (every method has them through period {min(engine.committed[m] for m in live)})"
                    if live else "")
-        err.print(f"interrupted: committed periods are kept{reached}; continue with "
-                  f"`sml-sim run --resume {replay.run_id}{escape(db_flag(db))}`")
+        resume = f"sml-sim run --resume {replay.run_id}{escape(db_flag(db))}"
+        unwritten = (f"; {escape(str(out_csv))} was not written: `{resume} --out {escape(shlex.quote(str(out_csv)))}` "
+                     f"writes it at the end, `sml-sim export {replay.run_id} --out FILE{escape(db_flag(db))}` "
+                     "the periods so far" if out_csv is not None else "")
+        err.print(f"interrupted: committed periods are kept{reached}; continue with `{resume}`{unwritten}")
         raise typer.Exit(130) from None
     except BaseException as exc:
         replay.interrupted(f"{type(exc).__name__}: {exc}")
@@ -976,6 +979,9 @@ def export(
     else:
         n = export_results(store, run_id, out_path)
         wrote(n, "result rows", out_path)
+    if run.status != "finished":  # to stderr: a CSV on standard output stays clean
+        last = "" if run.last_period is None else f" through period {run.last_period}"
+        err.print(f"note: run {run_id} is {run.status}, so this holds its periods{last} only")
 
 
 @app.command()

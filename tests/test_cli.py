@@ -755,3 +755,33 @@ def test_a_copied_store_says_where_the_checkpoints_go_and_keeps_the_run(cli, tin
     r = cli("run", "--resume", "1", "--db", f"sqlite:///{folder}/b.db")
     assert r.exit_code == 0, r.stderr
     assert json.loads(cli("runs", "--db", f"sqlite:///{folder}/b.db", "--json").stdout)[0]["status"] == "finished"
+
+
+def test_partial_results_say_they_are_partial(cli, tiny_scenario):
+    """An export of an unfinished run, and an interrupted `run --out`, said nothing about what was missing."""
+    from db.store import Store
+
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{toml.parent}/partial.db"
+    replay = interrupted_run(Store(db), toml)
+    r = cli("export", "1", "--db", db, "--out", toml.parent / "p.csv")
+    assert r.exit_code == 0
+    assert f"run 1 is interrupted, so this holds its periods through period {replay.engine.first_step + 1} only" \
+        in " ".join(r.stderr.split())
+
+
+def test_an_interrupted_run_says_its_out_file_was_not_written(cli, tiny_scenario, monkeypatch):
+    import app.cli as cli_mod
+
+    def interrupt(replay):
+        replay.engine.run(until=replay.engine.first_step)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "drive_with_progress", interrupt)
+    toml = tiny_scenario(methods=("pop",))
+    out = toml.parent / "r.csv"
+    r = cli("run", toml, "--db", f"sqlite:///{toml.parent}/i.db", "--out", out)
+    assert r.exit_code == 130 and not out.exists()
+    said = " ".join(r.stderr.split())
+    assert "every method has them through period" in said and "was not written" in said, said
+    assert f"sml-sim run --resume 1 --db sqlite:///{toml.parent}/i.db --out {out}` writes it at the end" in said, said
