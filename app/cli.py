@@ -326,12 +326,18 @@ def periods_cmd(
     info = store.latest_dataset(dataset)
     if info is None and dataset.isdigit() and len(dataset) < 19:  # a run id (SQLite integers are 64-bit)
         info = store.dataset(store.run(int(dataset)).dataset_id)
-    if info is None and not dataset.isdigit():  # a scenario: its dataset's latest copy
+    if info is None and not dataset.isdigit():  # a scenario: the latest copy cut as it says
         from sml_sim.config import load_scenario, scenario_path
 
         path = scenario_path(dataset)
         if path is not None:
-            info = store.latest_dataset(load_scenario(path).dataset.protocol)
+            spec = load_scenario(path).dataset
+            info = store.latest_dataset(spec.protocol, like=spec.as_dict())
+            from sml_sim.data import PROTOCOLS
+
+            if info is None and dataset not in PROTOCOLS:  # (a protocol's name: said below)
+                raise UserError(f"scenario {dataset}'s dataset ({spec.protocol} with its settings) is not in "
+                                f"{store.url}; `sml-sim ingest {dataset}{db_flag(db)}` stores it")
     if info is None:
         from sml_sim.data import PROTOCOLS
 

@@ -785,3 +785,16 @@ def test_an_interrupted_run_says_its_out_file_was_not_written(cli, tiny_scenario
     said = " ".join(r.stderr.split())
     assert "every method has them through period" in said and "was not written" in said, said
     assert f"sml-sim run --resume 1 --db sqlite:///{toml.parent}/i.db --out {out}` writes it at the end" in said, said
+
+
+def test_periods_of_a_scenario_shows_its_own_cut_not_the_last_of_that_name(cli, tmp_path, one_line_error):
+    """`periods demo` showed whichever synthetic-yelp was stored last (another scale), not the demo's."""
+    toml = tmp_path / "mini.toml"
+    toml.write_text('[dataset]\nprotocol = "synthetic-yelp"\nscale = 0.003\nperiods = 8\n')
+    db = f"sqlite:///{tmp_path}/p.db"
+    assert cli("ingest", "synthetic-yelp", "--scale", "0.002", "--periods", "8", "--db", db).exit_code == 0
+    one_line_error(cli("periods", toml, "--db", db), contains="`sml-sim ingest")
+    assert cli("ingest", toml, "--db", db).exit_code == 0
+    assert cli("ingest", "synthetic-yelp", "--scale", "0.002", "--periods", "8", "--db", db).exit_code == 0
+    assert "(scale 0.003, seed 0)" in cli("periods", toml, "--db", db).stdout
+    assert "(scale 0.002, seed 0)" in cli("periods", "synthetic-yelp", "--db", db).stdout  # by name: the last
