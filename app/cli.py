@@ -722,7 +722,13 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
             table.add_row(method, *cells, f"{m['retrain_s']:.2f}", style="green" if method == best else None)
         out.print(table)
         if split == "test":
-            bd = report.breakdown(store.case_ranks(run_id), results, split)
+            ranks = list(store.case_ranks(run_id))
+            few = report.few_candidates_share(ranks, results, split)
+            if few is not None and few >= 0.01:
+                out.print(f"note: {few:.1%} of the test cases have 20 candidates or fewer (their user had "
+                          "interacted with nearly every item seen): they are hits at 20 whatever the method, "
+                          "which lifts every method's Recall@20 and NDCG@20")
+            bd = report.breakdown(ranks, results, split)
             if bd:
                 groups = [f"{u} user x {i} item" for u, i in report.GROUPS]
                 t3 = Table(title="test Recall@20 by old/new user x old/new item (all test periods' cases pooled; "

@@ -145,6 +145,24 @@ def new_item_share(bd: dict) -> float | None:
     return sum(n for g, (_, n) in row.items() if g.endswith("new item")) / total if total else None
 
 
+def few_candidates_share(case_ranks: Iterable[dict], results: list[dict], split: str = "test",
+                         k: int = 20) -> float | None:
+    """The share of the split's cases with ``k`` candidates or fewer (their user had interacted with
+    nearly every item seen): such a case is a hit at ``k`` whatever the method. Counted on the method
+    with the most cases (every method is scored on the same cases of the periods it reached)."""
+    ok = {(r["method"], r["period"]) for r in results if counts_in(r, split)}
+    few: dict[str, list[int]] = {}
+    for c in case_ranks:
+        if (c["method"], c["period"]) in ok:
+            counts = few.setdefault(c["method"], [0, 0])
+            counts[0] += int((c["n_candidates"] <= k).sum())
+            counts[1] += len(c["n_candidates"])
+    if not few:
+        return None
+    hits, total = max(few.values(), key=lambda v: v[1])
+    return hits / total if total else None
+
+
 @dataclass
 class ExportMeta:
     run_id: int

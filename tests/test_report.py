@@ -68,3 +68,21 @@ def test_references_are_known_by_their_kind():
     assert refs == {"mypop", "myrandom"}
     low, high = _means((.1, .2, .3), (.1, .1, .1)), _means((.2, .3, .4), (.2, .2, .2))
     assert report.ri_reference({"fine": low, "mypop": high}, references=refs) == "fine"
+
+
+def test_few_candidates_share_counts_cases_with_at_most_k_candidates_on_the_fullest_method():
+    import numpy as np
+
+    results = [{"method": m, "period": p, "split": "test", "in_sample": False, "status": "ok", "n_cases": 4}
+               for m in ("a", "b") for p in (8, 9)]
+    results.append({"method": "a", "period": 7, "split": "validation", "in_sample": False, "status": "ok", "n_cases": 3})
+
+    def case(method, period, counts):
+        return {"method": method, "period": period, "n_candidates": np.array(counts, dtype=np.int32)}
+
+    ranks = [case("a", 7, [1, 1, 1]),  # validation: not counted
+             case("a", 8, [20, 21, 1000, 5]), case("a", 9, [1000, 1000]),
+             case("b", 8, [20, 21, 1000, 5])]  # b reached one period only
+    assert report.few_candidates_share(ranks, results, "test") == pytest.approx(2 / 6)
+    assert report.few_candidates_share(ranks, results, "test", k=4) == 0
+    assert report.few_candidates_share([], results, "test") is None
