@@ -40,12 +40,11 @@ class Split:
     @classmethod
     def from_counts(cls, n_periods: int, n_train: int, n_validation: int, n_test: int,
                     retrain_start: int) -> Split:
-        if min(n_train, n_validation, n_test) < 1 and n_validation != 0:
-            raise DataError(f"split {n_train}/{n_validation}/{n_test}: every part needs at least one period")
+        if n_test < 1 or n_train < 1:  # (no validation period is allowed: nothing is tuned then)
+            raise DataError(f"split {n_train}/{n_validation}/{n_test}: train and test need at least one period "
+                            "(validation may have none)")
         if n_train + n_validation + n_test != n_periods:
             raise DataError(f"split {n_train}/{n_validation}/{n_test} does not add up to {n_periods} periods")
-        if n_test < 1 or n_train < 1:
-            raise DataError(f"split {n_train}/{n_validation}/{n_test}: train and test need at least one period")
         if not 1 <= retrain_start <= n_train - 1:
             raise DataError(
                 f"retraining start {retrain_start} must lie inside the training periods 1..{n_train - 1}"

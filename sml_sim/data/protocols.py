@@ -275,6 +275,12 @@ def check_spec(spec: DatasetSpec) -> None:
         parse_split(spec.split)
     if spec.retrain_start is not None and spec.retrain_start < 1:
         raise DataError(f"--retrain-start {spec.retrain_start}: the first retraining period is 1 or later")
+    # With the period count known before reading (not cut by length or by Oslo days), the split is
+    # checked now, so that its error comes with the scenario file that set it.
+    by_days = spec.protocol in ("adressa", "synthetic-adressa") and spec.periods is None
+    if (spec.split or spec.retrain_start is not None) and not spec.period_length and not by_days:
+        protocol = PROTOCOLS[spec.protocol]
+        split_of(spec, protocol, spec.periods if spec.periods is not None else sum(protocol.reference_split))
     if spec.seed < 0:
         raise DataError(f"--seed must be 0 or more, not {spec.seed}")
     if spec.protocol != "csv" and spec.csv:  # never dropped silently
@@ -311,6 +317,22 @@ def check_spec(spec: DatasetSpec) -> None:
                         + ("; pass --data PATH" if spec.data is None else ""))
 
 
+def split_of(spec: DatasetSpec, protocol: Protocol, n_periods: int) -> Split:
+    """The train/validation/test split of ``n_periods`` periods: --split and --retrain-start, else the
+    protocol's reference split scaled to that many periods."""
+    if spec.split:
+        counts = parse_split(spec.split)
+        start = spec.retrain_start if spec.retrain_start is not None else min(
+            protocol.reference_start, counts[0] - 1)
+        return Split.from_counts(n_periods, *counts, start)
+    split = Split.scaled(n_periods, protocol.reference_split, protocol.reference_start)
+    if spec.retrain_start is not None:
+        split = Split.from_counts(n_periods, split.train[1] + 1,
+                                  split.validation[1] - split.validation[0] + 1,
+                                  split.test[1] - split.test[0] + 1, spec.retrain_start)
+    return split
+
+
 def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
     check_spec(spec)
     protocol = PROTOCOLS[spec.protocol]
@@ -341,17 +363,7 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
         cut = equal_count_cut(n_periods, too_few)
 
     def split_for(n_periods: int) -> Split:
-        if spec.split:
-            counts = parse_split(spec.split)
-            start = spec.retrain_start if spec.retrain_start is not None else min(
-                protocol.reference_start, counts[0] - 1)
-            return Split.from_counts(n_periods, *counts, start)
-        split = Split.scaled(n_periods, protocol.reference_split, protocol.reference_start)
-        if spec.retrain_start is not None:
-            split = Split.from_counts(n_periods, split.train[1] + 1,
-                                      split.validation[1] - split.validation[0] + 1,
-                                      split.test[1] - split.test[0] + 1, spec.retrain_start)
-        return split
+        return split_of(spec, protocol, n_periods)
 
     params = spec.as_dict()
     if not synthetic_:  # the file or folder actually read: the store fingerprints it

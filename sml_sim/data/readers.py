@@ -497,7 +497,8 @@ def read_csv(
         names = [n.strip() for n in names] if names else None
         if names is not None and len(names) > 1 and all(_looks_numeric(n) for n in names):
             # A header of numbers is the first data row: a column given as "3" would match the value 3.
-            raise DataError(f"{path}: the first line is not a header but data{_layout_hint(names, delimiter, header, parse_time)}")
+            hint = _layout_hint(names, delimiter, header, parse_time).replace("the first line looks like data: ", "")
+            raise DataError(f"{path}: the first line is not a header but data{hint}")
         specs = ((user_col, "user"), (item_col, "item"), (time_col, "time"))
         try:
             cols = [_column_index(names, c, w, path) for c, w in specs]
