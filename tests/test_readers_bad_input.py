@@ -50,6 +50,8 @@ def _bad_inputs(tmp_path):
                                                  for k in range(12)))
     tsv = tmp_path / "u.tsv"
     tsv.write_text("".join(f"{196 + k % 3}\t{242 + k % 4}\t3\t{881250949 + k}\n" for k in range(12)))
+    garbage = tmp_path / "garbage.data"
+    garbage.write_text("hello world\nfoo bar\n")
     tiny = tmp_path / "tiny.csv"
     tiny.write_text("user,item,time\n" + "".join(f"u{k % 3},i{k % 4},{1_700_000_000 + k}\n" for k in range(20)))
     return [
@@ -85,6 +87,7 @@ def _bad_inputs(tmp_path):
          "one-second resolution"),
         ("more periods than interactions", ["ingest", "movielens", "--data", ok, "--period-length", "1s"],
          "more than its 60 interactions; try --period-length"),
+        ("movielens file of another format", ["ingest", "movielens", "--data", garbage], "expected u.data (user, item"),
         ("csv delimiter of two characters", ["ingest", "csv", "--data", tiny, "--delimiter", "::"], "one character"),
         ("csv empty delimiter", ["ingest", "csv", "--data", tiny, "--delimiter", ""], "one character"),
         ("unknown dataset", ["ingest", "netflix", "--data", ok], "is neither a dataset"),

@@ -99,6 +99,15 @@ PROTOCOLS: dict[str, Protocol] = {
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")  # ML-100K, ML-1M/10M, ML-20M and later
 
 
+# What each real-data reader takes, for the error when it read nothing at all.
+EXPECTED_FORMAT = {
+    "movielens": "u.data (user, item, rating, unix time; tab-separated), ratings.dat (the same split by '::') "
+                 "or ratings.csv (userId,movieId,rating,timestamp with a header)",
+    "yelp": "Yelp's review JSON lines, each with user_id, business_id and date",
+    "adressa": "Adressa's day files of JSON lines, each with userId, id (the article) and time",
+}
+
+
 def default_location(protocol: str) -> Path:
     root = readers.data_root()
     return {
@@ -365,6 +374,9 @@ def load_dataset(spec: DatasetSpec, progress=None) -> Dataset:
     def split_for(n_periods: int) -> Split:
         return split_of(spec, protocol, n_periods)
 
+    if len(raw.users) == 0 and spec.protocol in EXPECTED_FORMAT:
+        raise DataError(f"{spec.protocol}: no interactions could be read from {source}; expected "
+                        f"{EXPECTED_FORMAT[spec.protocol]}")
     params = spec.as_dict()
     if not synthetic_:  # the file or folder actually read: the store fingerprints it
         params["resolved_data"] = str(data_path(spec).resolve())
