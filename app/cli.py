@@ -1084,12 +1084,15 @@ _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Usag
 
 def main() -> None:
     try:
-        code = app(standalone_mode=False)  # click returns a command's exit code instead of exiting
+        code = app(standalone_mode=False, prog_name="sml-sim")  # click returns a command's exit code instead of exiting
     except _USAGE_ERROR as exc:  # a wrong option or value: one line, as every other bad input
         if type(exc).__name__ == "NoArgsIsHelpError":  # plain `sml-sim`: the help, as click shows it
             sys.stderr.write(exc.format_message() + "\n")
             sys.exit(2)
         where = exc.ctx.command_path if exc.ctx is not None else "sml-sim"
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        if where == "sml-sim" and command in {c.name or c.callback.__name__ for c in app.registered_commands}:
+            where = f"sml-sim {command}"  # (an option's missing value is raised in the group's context)
         err.print(f"[bold red]error:[/] {escape(exc.format_message())} (`{escape(where)} -h` lists the options)")
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):  # Ctrl-C at a prompt, or before a command's own handling

@@ -809,3 +809,17 @@ def test_the_summary_notes_cases_that_are_hits_by_construction(cli, tmp_path):
             "--db", f"sqlite:///{tmp_path}/d.db")
     assert r.exit_code == 0, r.stderr
     assert "note: 100.0% of the test cases have 20 candidates or fewer" in " ".join(r.stdout.split())
+
+
+def test_a_usage_error_points_to_the_commands_own_help(monkeypatch, capsys):
+    """An option without its value was raised in the group's context: the hint sent users to `sml-sim -h`."""
+    import app.cli as cli_mod
+
+    for argv, hint in ((["export", "1", "--out"], "`sml-sim export -h`"),
+                       (["run", "demo", "--bogus"], "`sml-sim run -h`"),
+                       (["--bogus"], "`sml-sim -h`")):
+        monkeypatch.setattr(sys, "argv", ["sml-sim", *argv])
+        with pytest.raises(SystemExit) as exc:
+            cli_mod.main()
+        said = " ".join(capsys.readouterr().err.split())
+        assert exc.value.code == 2 and hint in said, (argv, said)
