@@ -943,9 +943,11 @@ def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
                      + (f" (set: {given})" if given else "")))
     for note in stored["notes"]:
         out.print(f"note: {escape(note)}")
+    from sml_sim.retrainers import scenario_params
+
     params = config.get("method_params", {})
-    for method in info.methods:
-        settings = ", ".join(f"{k} = {v}" for k, v in params.get(method, {}).items())
+    for method in info.methods:  # with what an ablation takes from its method's section and its preset
+        settings = ", ".join(f"{k} = {v}" for k, v in scenario_params(method, params).items())
         out.print(escape(f"  {method}: {settings or 'method defaults'}"))
     if config.get("pretrain"):
         out.print(escape("  pre-training: " + ", ".join(f"{k} = {v}" for k, v in config["pretrain"].items())))

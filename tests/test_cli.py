@@ -823,3 +823,13 @@ def test_a_usage_error_points_to_the_commands_own_help(monkeypatch, capsys):
             cli_mod.main()
         said = " ".join(capsys.readouterr().err.split())
         assert exc.value.code == 2 and hint in said, (argv, said)
+
+
+def test_runs_shows_the_settings_an_ablation_inherits(cli, tiny_scenario):
+    """`runs RUN_ID` listed only an ablation's own section, not what it takes from [methods.sml]."""
+    toml = tiny_scenario(methods=("sml-s",), n=600,
+                         extra="[methods.sml]\nfc_size = 16\nouter_iters = 1\n[methods.sml-s]\nepochs_theta = 1\n")
+    db = f"sqlite:///{toml.parent}/ab.db"
+    assert cli("run", toml, "--db", db, "--threads", "1").exit_code == 0
+    shown = " ".join(cli("runs", "1", "--db", db).stdout.split())
+    assert "sml-s: fc_size = 16, outer_iters = 1, freeze_theta_serving = True, epochs_theta = 1" in shown, shown
