@@ -109,9 +109,11 @@ def checked_out_path(path: Path, db: str | None = None, inputs: tuple = ()) -> P
     return path
 
 
-def refuse_overwriting_inputs(path: Path, db: str | None, inputs: tuple = ()) -> None:
-    """--out must not name the results store (or its journal files) or a data file the run reads."""
+def refuse_overwriting_inputs(path: Path, db: str | None, inputs: tuple = (), spec=None) -> None:
+    """--out must not name the results store (or its journal files), the scenario file or the data the
+    run reads (``spec``'s file, or any file in its data folder: a reader takes every day file there)."""
     from db.store import sqlite_file
+    from sml_sim.data import input_paths
 
     if str(path) == "-":
         return
@@ -120,10 +122,20 @@ def refuse_overwriting_inputs(path: Path, db: str | None, inputs: tuple = ()) ->
     guarded = [(store, "the results store (--db)")] if store is not None else []
     if store is not None:
         guarded += [(store.with_name(store.name + suffix), "the results store's journal") for suffix in ("-wal", "-shm")]
-    guarded += [(Path(p).expanduser(), "the data file the run reads") for p in inputs if p]
+    guarded += [(Path(p).expanduser(), "an input of the run") for p in inputs if p]
+    guarded += [(p.expanduser(), "the data the run reads") for p in (input_paths(spec) if spec is not None else [])]
     for other, what in guarded:
+        if other.is_dir() and target.is_relative_to(other.resolve()):
+            raise UserError(f"--out {path} is inside {other}, the data folder the run reads; give a file elsewhere")
         if other.resolve() == target or (other.exists() and target.exists() and os.path.samefile(other, target)):
             raise UserError(f"--out {path} is {what}; writing the results there would destroy it: give another file")
+
+
+def stored_spec(config: dict):
+    """The dataset spec a stored run was started with (its data paths absolute)."""
+    from sml_sim.config import RunConfig
+
+    return RunConfig.from_dict(config).dataset
 
 
 def absolute_data(data: str | None) -> str | None:
@@ -530,7 +542,7 @@ def run(
         refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
         store = Store(db, create=False)
         if out_csv is not None:
-            refuse_overwriting_inputs(out_csv, db, (store.run(resume).config.get("dataset", {}).get("data"),))
+            refuse_overwriting_inputs(out_csv, db, spec=stored_spec(store.run(resume).config))
         switch = (None, False)
         if store.run(resume).status != "finished":
             switch = use_run_threads(store.run(resume), threads)
@@ -550,8 +562,10 @@ def run(
                            periods=periods, period_length=period_length, min_user=min_user_interactions,
                            min_item=min_item_interactions, split=split, start=retrain_start,
                            csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
-        if out_csv is not None:  # the scenario's data file too
-            refuse_overwriting_inputs(out_csv, db, (cfg.dataset.data,))
+        if out_csv is not None:  # the data the scenario names, and the scenario file itself
+            from sml_sim.config import scenario_path
+
+            refuse_overwriting_inputs(out_csv, db, (scenario_path(target),), spec=cfg.dataset)
         set_threads(threads)
         Store.check_location(db)  # a bad --db is said before the data is read, not after
         dataset = load_with_progress(cfg.dataset)  # refused before a store is created for it
@@ -583,11 +597,11 @@ def run(
         reached = (f" (none yet for {', '.join(behind)})" if behind else
                    f" (every method has them through period {min(engine.committed[m] for m in live)})"
                    if live else "")
-        resume = f"sml-sim run --resume {replay.run_id}{escape(db_flag(db))}"
-        unwritten = (f"; {escape(str(out_csv))} was not written: `{resume} --out {escape(shlex.quote(str(out_csv)))}` "
-                     f"writes it at the end, `sml-sim export {replay.run_id} --out FILE{escape(db_flag(db))}` "
-                     "the periods so far" if out_csv is not None else "")
-        err.print(f"interrupted: committed periods are kept{reached}; continue with `{resume}`{unwritten}")
+        resume_cmd = f"sml-sim run --resume {replay.run_id}{escape(db_flag(db))}"
+        unwritten = (f"; {escape(str(out_csv))} was not written: `{resume_cmd} --out "
+                     f"{escape(shlex.quote(str(out_csv)))}` writes it at the end, `sml-sim export {replay.run_id} "
+                     f"--out FILE{escape(db_flag(db))}` the periods so far" if out_csv is not None else "")
+        err.print(f"interrupted: committed periods are kept{reached}; continue with `{resume_cmd}`{unwritten}")
         raise typer.Exit(130) from None
     except BaseException as exc:
         replay.interrupted(f"{type(exc).__name__}: {exc}")
@@ -725,8 +739,8 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
             ranks = list(store.case_ranks(run_id))
             few = report.few_candidates_share(ranks, results, split)
             if few is not None and few >= 0.01:
-                out.print(f"note: {few:.1%} of the test cases have 20 candidates or fewer (their user had "
-                          "interacted with nearly every item seen): they are hits at 20 whatever the method, "
+                out.print(f"note: {few:.1%} of the test cases have 20 candidates or fewer (few items seen so far "
+                          "that their user has not interacted with): they are hits at 20 whatever the method, "
                           "which lifts every method's Recall@20 and NDCG@20")
             bd = report.breakdown(ranks, results, split)
             if bd:
@@ -976,7 +990,7 @@ def export(
     out_path = checked_out_path(out_path, db)
     store = Store(db, reading=True)
     run = store.run(run_id)  # clear error when the run does not exist
-    refuse_overwriting_inputs(out_path, db, (run.config.get("dataset", {}).get("data"),))
+    refuse_overwriting_inputs(out_path, db, spec=stored_spec(run.config))
     if cases:
         raw_ids = store.raw_ids(run.dataset_id)
         n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id), store.results(run_id), raw_ids)
@@ -1092,7 +1106,7 @@ def main() -> None:
             sys.stderr.write(exc.format_message() + "\n")
             sys.exit(2)
         where = exc.ctx.command_path if exc.ctx is not None else "sml-sim"
-        command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        command = sys.argv[1] if len(sys.argv) > 1 else None  # (an option before it is the group's own)
         if where == "sml-sim" and command in {c.name or c.callback.__name__ for c in app.registered_commands}:
             where = f"sml-sim {command}"  # (an option's missing value is raised in the group's context)
         err.print(f"[bold red]error:[/] {escape(exc.format_message())} (`{escape(where)} -h` lists the options)")

@@ -112,10 +112,11 @@ class Replay:
         missing = missing_checkpoints(store, run_id)
         if missing:  # said before anything is loaded, and the run is left as it was
             folder = missing[0].parent
+            where = ("sml-sim-checkpoints/OLD_STORE_NAME/run-{n}/ next to the old store" if store.sqlite_path
+                     else "the old machine's or $SML_SIM_HOME's checkpoints/<id>/run-{n}/").format(n=run_id)
             raise StoreError(f"run {run_id} cannot continue: its checkpoints are not in {folder} (missing "
                              f"{', '.join(p.name for p in missing[:3])}{', ...' if len(missing) > 3 else ''}); "
-                             f"if this store was copied or moved, copy the run-{run_id} folder of the "
-                             f"sml-sim-checkpoints/ next to the old store into {folder.parent}/")
+                             f"if this store was copied or moved, copy {where} to {folder}/")
         config = RunConfig.from_dict(info.config)
         dataset = load_dataset(config.dataset, progress=progress)
         fp = fingerprint(dataset.params, dataset.source)

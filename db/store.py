@@ -391,16 +391,15 @@ class Store:
     def latest_dataset(self, name: str, like: dict | None = None) -> dict | None:
         """The dataset of that name ingested or run last (several can share a name: other periods,
         filters or files), with ``same_name``, how many there are. ``like`` (a DatasetSpec's as_dict,
-        a scenario's) keeps only those cut with its settings (its data path aside)."""
+        a scenario's) keeps only those read and cut with its settings."""
         order = [DatasetRow.id.desc()]
         if self._has("datasets", "used_at"):
             order.insert(0, func.coalesce(DatasetRow.used_at, DatasetRow.created_at).desc())
         with self.session() as s:
             rows = s.scalars(select(DatasetRow).where(DatasetRow.name == name).order_by(*order)).all()
-            same_name = len(rows)
-            if like is not None:
-                rows = [r for r in rows if all((r.params or {}).get(k) == v for k, v in like.items() if k != "data")]
-            return {**_dataset_dict(rows[0]), "same_name": same_name} if rows else None
+            if like is not None:  # (data paths are stored absolute, and scenarios give them so)
+                rows = [r for r in rows if all((r.params or {}).get(k) == v for k, v in like.items())]
+            return {**_dataset_dict(rows[0]), "same_name": len(rows)} if rows else None
 
     def dataset(self, dataset_id: int) -> dict:
         with self.session() as s:

@@ -685,9 +685,10 @@ def test_replay_shows_its_thread_notes_in_the_tui_log_not_behind_the_screen(cli,
 
     toml = tiny_scenario(methods=("pop",))
     db = f"sqlite:///{toml.parent}/replay-threads.db"
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     interrupted_run(Store(db), toml)
-    torch.set_num_threads(2)
+    torch.set_num_threads(before)
     opened = []
 
     def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=()):
@@ -706,7 +707,7 @@ def test_replay_shows_its_thread_notes_in_the_tui_log_not_behind_the_screen(cli,
     assert "started with 1 thread" not in r.stderr and "more threads than cores" not in r.stderr
 
 
-def test_out_never_overwrites_the_store_or_the_data_file(cli, finished_run, one_line_error):
+def test_out_never_overwrites_the_store_or_the_data_file(cli, finished_run, one_line_error, monkeypatch):
     """`--out` naming the --db file or the data file used to replace it with results: work lost."""
     import hashlib
 
@@ -721,15 +722,18 @@ def test_out_never_overwrites_the_store_or_the_data_file(cli, finished_run, one_
     attempts = [
         (("export", "1", "--db", db, "--out", store_file), "the results store"),
         (("export", "1", "--db", db, "--out", f"{store_file}-wal"), "the results store's journal"),
-        (("export", "1", "--db", db, "--out", data), "the data file"),
-        (("run", toml, "--db", db, "--out", data), "the data file"),  # the scenario names it
+        (("export", "1", "--db", db, "--out", data), "the data"),
+        (("run", toml, "--db", db, "--out", data), "the data"),  # the scenario names it
         (("run", "csv", "--data", data, "--db", db, "--out", store_file), "the results store"),
-        (("run", "--resume", "1", "--db", db, "--out", folder / "." / data.name), "the data file"),
+        (("run", "--resume", "1", "--db", db, "--out", data.name), "the data"),  # relative to the cwd below
+        (("run", toml, "--db", db, "--out", toml), "an input of the run"),  # the scenario file itself
     ]
+    monkeypatch.chdir(folder)
     for args, what in attempts:
         r = cli(*args)
         one_line_error(r)
         assert what in r.stderr, (args, r.stderr)
+    assert "[dataset]" in toml.read_text()
     assert (digest(data), cli("export", "1", "--db", db, "--out", "-").stdout) == before  # (a store's bytes
     # may move on a WAL checkpoint when it is opened: its content is what counts)
     assert len(json.loads(cli("runs", "--db", db, "--json").stdout)) == 1  # nothing was started either
@@ -748,7 +752,7 @@ def test_a_copied_store_says_where_the_checkpoints_go_and_keeps_the_run(cli, tin
     with sqlite3.connect(folder / "a.db") as source, sqlite3.connect(folder / "b.db") as copy:
         source.backup(copy)  # (the open store keeps recent writes in its WAL file)
     r = cli("run", "--resume", "1", "--db", f"sqlite:///{folder}/b.db")
-    one_line_error(r, contains="if this store was copied or moved, copy the run-1 folder")
+    one_line_error(r, contains="if this store was copied or moved, copy sml-sim-checkpoints/OLD_STORE_NAME/run-1/")
     assert str(folder / "sml-sim-checkpoints" / "b.db") in r.stderr
     assert json.loads(cli("runs", "--db", f"sqlite:///{folder}/b.db", "--json").stdout)[0]["status"] == "interrupted"
     shutil.copytree(folder / "sml-sim-checkpoints" / "a.db" / "run-1", folder / "sml-sim-checkpoints" / "b.db" / "run-1")
@@ -817,7 +821,8 @@ def test_a_usage_error_points_to_the_commands_own_help(monkeypatch, capsys):
 
     for argv, hint in ((["export", "1", "--out"], "`sml-sim export -h`"),
                        (["run", "demo", "--bogus"], "`sml-sim run -h`"),
-                       (["--bogus"], "`sml-sim -h`")):
+                       (["--bogus"], "`sml-sim -h`"),
+                       (["--bogus", "run"], "`sml-sim -h`")):  # an option of the group's, not run's
         monkeypatch.setattr(sys, "argv", ["sml-sim", *argv])
         with pytest.raises(SystemExit) as exc:
             cli_mod.main()
@@ -833,3 +838,27 @@ def test_runs_shows_the_settings_an_ablation_inherits(cli, tiny_scenario):
     assert cli("run", toml, "--db", db, "--threads", "1").exit_code == 0
     shown = " ".join(cli("runs", "1", "--db", db).stdout.split())
     assert "sml-s: fc_size = 16, outer_iters = 1, freeze_theta_serving = True, epochs_theta = 1" in shown, shown
+
+
+def test_out_never_lands_on_a_movielens_file_found_in_a_data_folder(cli, tmp_path, toy_stream, one_line_error):
+    """With a folder as --data (or the default location), the file read is found inside it."""
+    users, items, times = toy_stream(n=300)
+    (tmp_path / "ml").mkdir()
+    ratings = tmp_path / "ml" / "u.data"
+    ratings.write_text("".join(f"{u}\t{i}\t4\t{t}\n" for u, i, t in zip(users, items, times)))
+    before = ratings.read_text()
+    r = cli("run", "movielens", "--data", tmp_path / "ml", "--periods", "6", "--methods", "pop",
+            "--db", f"sqlite:///{tmp_path}/m.db", "--out", ratings)
+    one_line_error(r, contains="the data folder the run reads")
+    assert ratings.read_text() == before
+
+
+def test_periods_of_csv_scenarios_tells_their_files_apart(cli, tiny_scenario):
+    """Two scenarios that differ only in their data file: each shows its own."""
+    a = tiny_scenario("a", methods=("pop",))
+    b = tiny_scenario("b", methods=("pop",), seed=1)
+    db = f"sqlite:///{a.parent}/ab.db"
+    for toml in (a, b):
+        assert cli("ingest", toml, "--db", db).exit_code == 0
+    assert "a.csv" in cli("periods", a, "--db", db).stdout
+    assert "b.csv" in cli("periods", b, "--db", db).stdout

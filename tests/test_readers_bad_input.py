@@ -468,3 +468,21 @@ def test_a_data_root_that_does_not_exist_is_an_error_not_synthetic_data(cli, tmp
     (tmp_path / "no-such-root").mkdir()  # a root without a yelp folder: the documented fallback
     r = cli("ingest", "yelp", "--scale", "0.002", "--db", f"sqlite:///{tmp_path}/s.db")
     assert r.exit_code == 0 and "no Yelp review file" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_period_length_hint_can_be_followed(cli, tmp_path):
+    """The suggested --period-length must itself be accepted, on sparse and on short data alike."""
+    import re
+
+    for name, step in (("sparse", 97 * 86400 // 30), ("short", 190)):  # 30 rows over 97 days; over 1.6 hours
+        path = tmp_path / f"{name}.csv"
+        path.write_text("user,item,time\n" + "".join(f"u{k % 4},i{k % 5},{1_700_000_000 + step * k}\n"
+                                                     for k in range(30)))
+        db = f"sqlite:///{tmp_path}/{name}.db"
+        r = cli("ingest", "csv", "--data", path, "--period-length", "1s", "--min-user-interactions", "1",
+                "--min-item-interactions", "1", "--db", db)
+        hint = re.search(r"try --period-length (\S+)", r.stderr)
+        assert r.exit_code == 2 and hint, r.stderr
+        r = cli("ingest", "csv", "--data", path, "--period-length", hint.group(1), "--min-user-interactions", "1",
+                "--min-item-interactions", "1", "--db", db)
+        assert r.exit_code == 0, (hint.group(1), r.stderr)

@@ -104,7 +104,8 @@ EXPECTED_FORMAT = {
     "movielens": "u.data (user, item, rating, unix time; tab-separated), ratings.dat (the same split by '::') "
                  "or ratings.csv (userId,movieId,rating,timestamp with a header)",
     "yelp": "Yelp's review JSON lines, each with user_id, business_id and date",
-    "adressa": "Adressa's day files of JSON lines, each with userId, id (the article) and time",
+    "adressa": "Adressa's day files of JSON lines, each with userId, id (the article), time and a positive "
+               "activeTime (events without reading time are not reads)",
 }
 
 
@@ -124,6 +125,14 @@ def _movielens_file(path: Path) -> Path:
     if path.is_dir():
         return next((path / f for f in MOVIELENS_FILES if (path / f).is_file()), path / MOVIELENS_FILES[0])
     return path
+
+
+def input_paths(spec) -> list[Path]:
+    """The files and folders a spec's data is read from (none for a synthetic stream): what an output
+    must never overwrite."""
+    if spec.protocol.startswith("synthetic-"):
+        return []
+    return [data_path(spec)] + ([Path(spec.data)] if spec.data else [])
 
 
 def data_path(spec) -> Path:
@@ -201,19 +210,27 @@ def fixed_window_cut(length_s: int, label: str = ""):
     refused before any is built (a 1s window over years of data would fill the memory)."""
 
     def cut(times: np.ndarray):
-        n = int((int(times[-1]) - int(times[0])) // length_s) + 1
+        span = int(times[-1]) - int(times[0])
+        n = span // length_s + 1
         if n > len(times):
-            span = int(times[-1]) - int(times[0])
-            hint = (f"{max(1, round(span / 40 / 86400))}d" if span >= 40 * 86400 else
-                    f"{max(1, round(span / 40 / 3600))}h")
+            target = min(40, len(times))
             raise DataError(f"--period-length {label or f'{length_s}s'} cuts {_span_words(span)} of data into {n:,} "
-                            f"periods, more than its {len(times):,} interactions; try --period-length {hint} "
-                            "(about 40 periods) or --periods N")
+                            f"periods, more than its {len(times):,} interactions; try --period-length "
+                            f"{_length_for(span, target)} (at most {target} periods) or --periods N")
         periods = ((times - times[0]) // length_s).astype(np.int32)
         t0 = int(times[0])
         return periods, [(t0 + k * length_s, t0 + (k + 1) * length_s) for k in range(n)]
 
     return cut
+
+
+def _length_for(span: int, periods: int) -> str:
+    """The shortest whole-unit period length that cuts ``span`` seconds into at most ``periods`` periods."""
+    need = span / max(1, periods - 1)  # windows of this length give at most ``periods`` of them
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if need >= seconds:
+            return f"{math.ceil(need / seconds)}{unit}"
+    return "1s"
 
 
 def _span_words(seconds: int) -> str:
@@ -284,20 +301,36 @@ def check_spec(spec: DatasetSpec) -> None:
         parse_split(spec.split)
     if spec.retrain_start is not None and spec.retrain_start < 1:
         raise DataError(f"--retrain-start {spec.retrain_start}: the first retraining period is 1 or later")
-    # With the period count known before reading (not cut by length or by Oslo days), the split is
-    # checked now, so that its error comes with the scenario file that set it.
-    by_days = spec.protocol in ("adressa", "synthetic-adressa") and spec.periods is None
-    if (spec.split or spec.retrain_start is not None) and not spec.period_length and not by_days:
-        protocol = PROTOCOLS[spec.protocol]
-        split_of(spec, protocol, spec.periods if spec.periods is not None else sum(protocol.reference_split))
     if spec.seed < 0:
         raise DataError(f"--seed must be 0 or more, not {spec.seed}")
     if spec.protocol != "csv" and spec.csv:  # never dropped silently
         raise DataError(f"the csv column options apply to the csv dataset, not {spec.protocol}")
     delimiter = spec.csv.get("delimiter")
-    if delimiter is not None and len({"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)) != 1:
-        raise DataError(f"--delimiter {delimiter!r}: give one character ('tab' for tabs); MovieLens's "
-                        "ratings.dat (fields split by '::') is read by the movielens dataset")
+    if delimiter is not None and len(readers.delimiter_char(delimiter)) != 1:
+        raise DataError(f"--delimiter {delimiter!r}: give one character ('tab' for tabs)"
+                        + ("; MovieLens's ratings.dat (fields split by '::') is read by the movielens dataset"
+                           if delimiter == "::" else ""))
+    _check_source(spec)
+    _check_split(spec)
+
+
+def _check_split(spec: DatasetSpec) -> None:
+    """With the period count known before reading (not cut by length or by Oslo days), the split is
+    checked before the data is read, so that its error comes with the scenario file that set it."""
+    by_days = spec.protocol in ("adressa", "synthetic-adressa") and spec.periods is None
+    if not (spec.split or spec.retrain_start is not None) or spec.period_length or by_days:
+        return
+    protocol = PROTOCOLS[spec.protocol]
+    n_periods = spec.periods if spec.periods is not None else sum(protocol.reference_split)
+    try:
+        split_of(spec, protocol, n_periods)
+    except DataError as exc:
+        default = f" ({spec.protocol}'s default period count; --periods N sets another)" if spec.periods is None else ""
+        raise DataError(f"{exc}{default}") from None
+
+
+def _check_source(spec: DatasetSpec) -> None:
+    """The data a spec names: none for a synthetic stream, an existing file or folder otherwise."""
     if spec.protocol.startswith("synthetic-"):
         if spec.data is not None:  # never dropped silently
             raise DataError(f"{spec.protocol} is generated, it reads no file; drop --data (or use "

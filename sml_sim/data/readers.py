@@ -293,6 +293,11 @@ def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def delimiter_char(text: str) -> str:
+    """--delimiter as the character it means ('tab' and a typed backslash-t for a tab)."""
+    return {"\\t": "\t", "tab": "\t"}.get(text, text)
+
+
 def parse_duration(text: str) -> int:
     """``"7d"`` -> 604800 seconds (units s, m, h, d, w)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
@@ -487,7 +492,7 @@ def read_csv(
     user_id, item_id = _Interner(), _Interner()
     skipped = 0
     bad_times = _OutOfWindow()
-    delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+    delimiter = delimiter_char(delimiter)
     total = path.stat().st_size
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f, delimiter=delimiter)
