@@ -230,6 +230,9 @@ def load_with_progress(spec, quiet: bool = False):
 
     if quiet or not err.is_terminal:
         return load_dataset(spec)
+    if spec.protocol.startswith("synthetic-"):  # generated, not read: no bytes to count
+        with err.status(f"generating {spec.protocol}..."):
+            return load_dataset(spec)
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task(f"reading {spec.protocol}", total=None)
@@ -824,8 +827,10 @@ def replay(
                 run_id = same[-1].run_id
                 cfg = None
     else:
-        refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"})
         store = Store(db, create=False)
+        info = store.run(run_id)  # a run that is not there is said first
+        own = target in (info.scenario, info.dataset) or Path(target).stem == info.scenario  # naming its own: fine
+        refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"} | ({"target"} if own else set()))
     switch = (None, False)
     if run_id is not None:
         if store.run(run_id).status != "finished":  # a finished one is only shown
@@ -873,7 +878,8 @@ def runs(
                                                  "and its summary.")] = None,
     db: DbOpt = None, as_json: JsonOpt = False,
 ):
-    """List the runs in the store (id, dataset, source, methods, status, last committed period), or show one."""
+    """List the runs in the store (id, dataset, source, methods, status, the last period every method has
+    committed), or show one."""
     from db.store import DEFAULT_DB_FILE, Store
 
     if run_id is not None:
@@ -890,7 +896,7 @@ def runs(
         out.print(f"no runs yet: try `sml-sim run demo{escape(db_flag(db))}`")
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("run", "dataset", "source", "methods", "status", "last period", "started"):
+    for col in ("run", "dataset", "source", "methods", "status", "last period (all methods)", "started"):
         table.add_column(col)
     for r in rows:
         status = r.status + (f" ({', '.join(r.failed_methods)} failed)" if r.failed_methods else "")

@@ -404,6 +404,24 @@ def test_continuing_a_replay_refuses_new_settings(cli, finished_run, monkeypatch
     one_line_error(r, 2, contains="drop --methods")
     r = cli("replay", "synthetic-yelp", "--resume", "1", "--db", finished_run["db"])
     one_line_error(r, 2, contains="drop DATASET_OR_SCENARIO")
+    r = cli("replay", "synthetic-yelp", "--resume", "99", "--db", finished_run["db"])
+    one_line_error(r, 2, contains="no run 99")  # the missing run is said first
+
+
+def test_continuing_a_replay_may_name_its_own_scenario(cli, finished_run, monkeypatch):
+    """`replay demo --run 1` was refused although demo is run 1's own scenario."""
+    import app.cli as cli_mod
+    import app.tui as tui
+    from app.tui.app import ReplayOutcome
+
+    opened = []
+    monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
+    monkeypatch.setattr(tui, "run_replay_app", lambda **kw: opened.append(kw["run_id"]) or ReplayOutcome(
+        run_id=kw["run_id"], finished=True, error=None, exported_to=None))
+    for own in ("clirun", finished_run["folder"] / "clirun.toml"):
+        r = cli("replay", own, "--run", "1", "--db", finished_run["db"])
+        assert r.exit_code == 0, r.stderr
+    assert opened == [1, 1]
 
 
 def test_out_with_a_tilde_is_written_where_it_was_checked(cli, tiny_scenario, tmp_path, monkeypatch):

@@ -785,3 +785,10 @@ async def test_a_tiny_terminal_keeps_the_table_rows_and_drops_the_charts(store, 
         await pilot.pause()
         assert app.query_one("#charts").display
         await pilot.press("q")
+
+
+def test_every_method_colour_is_distinct_and_outside_the_themed_sixteen():
+    """Textual re-maps colours 0-15 through its theme, which drew bright red and bright magenta alike."""
+    from app.tui.model import PALETTE
+
+    assert len(set(PALETTE)) == len(PALETTE) and min(PALETTE) >= 16

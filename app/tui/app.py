@@ -203,7 +203,7 @@ class ReplayApp(App):
         Binding("t", "to_test", "test"),
         Binding("r", "cycle_kind", "R/N"),
         Binding("k", "cycle_k", "K"),
-        Binding("f", "toggle_full", "full"),
+        Binding("f", "toggle_full", "ranking"),
         Binding("c", "toggle_chart", "chart"),
         Binding("e", "export", "csv"),
         Binding("m", "methods", "methods"),
@@ -509,7 +509,8 @@ class ReplayApp(App):
 
     def on_replay_prepared(self, message: ReplayPrepared) -> None:
         if self.replay is None or not self.replay.engine.finished:  # a finished run trains nothing
-            self.log_line("initial model ready")
+            resumed = self.replay is not None and bool(self.replay.engine.committed)
+            self.log_line("methods restored from their checkpoints" if resumed else "initial model ready")
         # Everything loaded so far (dataset, models, widgets) lives as long as the app: keep it out
         # of the cyclic collector's full passes, which otherwise stall the UI now and then.
         gc.freeze()
@@ -532,7 +533,8 @@ class ReplayApp(App):
             method = task.split(":")[0]
             text = Text.assemble(("scoring ", ""), (method, "bold"), f" on period {message.period + 1}")
         else:
-            text = Text.assemble(("training ", ""), (task, "bold"), f" on period {message.period}")
+            text = Text.assemble(("training ", ""), (task, "bold"),
+                                 f" on period {message.period} (scored on {message.period + 1})")
         self.activity(text, message.fraction)
 
     def on_method_scored(self, message: MethodScored) -> None:

@@ -17,8 +17,10 @@ SPLIT_SHORT = {"pretrain": "pre", "train": "trn", "validation": "val", "test": "
 
 # One colour per method, in configuration order, shared by the charts and the table so a line and
 # its row read as the same method: 256-colour numbers, which plotext and rich both understand
-# (plotext's own names lack yellow, and its "orange" is colour 3).
-PALETTE = [14, 208, 13, 10, 9, 12, 11, 15, 6, 5]
+# (plotext's own names lack yellow, and its "orange" is colour 3). All from the 6x6x6 cube and the
+# grey ramp (16-255): Textual re-maps the 16 system colours through its theme, which drew bright red
+# and bright magenta in the same red.
+PALETTE = [51, 208, 201, 46, 196, 33, 226, 255, 37, 135]
 
 
 def method_colors(methods: list[str]) -> dict[str, tuple[int, str]]:
@@ -49,7 +51,7 @@ class MetricChoice:
     @property
     def short(self) -> str:
         name = "Recall" if self.kind == "recall" else "NDCG"
-        return f"{'full ' if self.full else ''}{name}@{self.k}"
+        return f"{'full-ranking ' if self.full else ''}{name}@{self.k}"  # ("full" alone reads as Full-retrain)
 
     @property
     def ranking(self) -> str:

@@ -13,6 +13,8 @@ from textual.widgets.option_list import OptionDoesNotExist
 HELP = """\
 # sml-sim replay
 
+(Scroll with the arrow keys, page up/down or the mouse; `q`, `esc` or `?` closes.)
+
 The replay clock advances one period at a time. Each **step** writes the next period into the
 store, retrains every method on the current period and scores it on the next one (each case's item
 is ranked against up to 999 sampled negatives, fewer when the catalogue is smaller, and among all
@@ -43,10 +45,12 @@ meta step had seen during training periods: they are never averaged.
 
 **Table**: per method, the last scored period (`*` = in-sample) and its metrics, the running mean over
 the test periods so far, **RI** = the relative improvement of SML (or, without SML, of the best
-method by the chart's metric) over that method on the test mean, in percent (`-` while the two means
-cover different test periods, e.g. while a resumed method catches up), and the last retraining
-time. It shows Recall and NDCG both, at the chosen K and ranking. A failed method
-is marked `x` with its reason under the table and in the log; the others go on.
+method by the chart's metric) over that method, in percent, over the test periods both have scored
+(while a resumed method catches up, these are fewer than the test means shown cover; `-` where the
+other method scores 0), and the last retraining time (`fit`). It shows Recall and NDCG both, at the
+chosen K and ranking. On a wide terminal, `tests` counts the test periods in the method's mean and
+`status` is `ok` or the method's failure. A failed method is marked `x` with its reason under the table and
+in the log; the others go on.
 
 **Methods** (`m`) picks the methods trained and shown: an unchecked method is paused (hidden and
 not retrained) while the others go on. Checked again, it has to catch up before the clock moves on:

@@ -181,7 +181,7 @@ class PeriodChart(PlotextPlot):
         top = max(values, default=0.0)
         top = top * 1.15 if top > 0 else 1.0
         plt.ylim(0, top)
-        plt.yticks(*y_ticks(top, max(1, (height - 4) // 3)))
+        plt.yticks(*y_ticks(top, max(2, (height - 4) // 3)))  # 2+ steps: a short chart still reads
         if view is not None:
             _regions(plt, view, width, top)
         for method, pts in series.points.items():
