@@ -212,7 +212,7 @@ def validate_methods(cfg: RunConfig) -> None:
                     raise DataError(f"[methods.{name}] {changed[0]} = {section[changed[0]]!r} undoes what defines "
                                     f"{name} ({changed[0]} = {preset[changed[0]]!r}); for another combination use "
                                     f"a section of your own with kind = \"{METHODS[name][0].kind or name}\"")
-            check_params(name, section)
+            check_params(name, section, own_section=True)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     if not cfg.methods:

@@ -55,6 +55,19 @@ def test_a_variant_is_checked_with_the_settings_it_inherits(tmp_path):
         load_scenario(edited(tmp_path, "batch_w_hat = 64", "batch_w_hat = 0"))
 
 
+def test_a_variant_setting_that_does_nothing_is_refused_but_a_base_section_may_hold_it(tmp_path):
+    """`n1 = 4` under [methods.sml-ws] was accepted and ignored: the weighted sum has no filters."""
+    for section, idle in (("[methods.sml-ws]\nn1 = 4\n", "n1 does nothing for sml-ws"),
+                          ("[methods.sml-cnn]\nconv_layers = 3\n", "conv_layers does nothing for sml-cnn"),
+                          ("[methods.sml-fc]\nfc_size = 32\n", "fc_size does nothing for sml-fc"),
+                          ('[methods.mine]\nkind = "sml-mlp"\nalpha = 0.3\n', "alpha does nothing for mine")):
+        with pytest.raises(DataError, match=idle):
+            load_scenario(edited(tmp_path, "[methods.full]", section + "[methods.full]"))
+    # what [methods.sml] holds, its variants inherit: a weighted-sum alpha there is for sml-ws
+    load_scenario(edited(tmp_path, "[methods.full]", "[methods.sml-ws]\nalpha = 0.2\n[methods.full]"))
+    load_scenario(edited(tmp_path, "[methods.sml]  ", "[methods.sml]\nalpha = 0.3\n"))
+
+
 def test_bundled_scenarios_pass_their_own_checks():
     for path in sorted(SCENARIO_DIR.glob("*.toml")):
         load_scenario(path)
@@ -86,7 +99,7 @@ def test_methods_command_lists_a_methods_settings(cli):
     ("[methods.gru4rec]\nnegatives = 0", True),  # full softmax
     ("[methods.sml-ws-fixed]\nalpha = 0.0", True),
     ("[methods.sml-ws-fixed]\nalpha = 1.0", True),
-    ("[methods.sml-cnn]\nconv_layers = 0", True),  # no conv layers anyway
+    ("[methods.sml-cnn]\nconv_layers = 0", False),  # sml-cnn has no conv layers: the setting does nothing
     ("[methods.sml-ws]\nalpha = 1.0", False),  # a learned alpha starts strictly inside (0, 1)
     ("[methods.full]\nepochs = inf", False),
 ])

@@ -92,6 +92,12 @@ class Retrainer(ABC):
         or None. ``settings`` holds every setting: the defaults, the preset and the scenario's."""
         return None
 
+    @classmethod
+    def idle_settings(cls, given: set[str], settings: dict) -> list[str]:
+        """Of the ``given`` settings, those that do nothing with these ``settings`` (e.g. a CNN's filter
+        count under a weighted-sum transfer)."""
+        return []
+
     def __init__(self, name: str, params: dict | None = None):
         self.name = name
         self.params = dict(params or {})

@@ -154,6 +154,19 @@ class SML(Retrainer):
             return "conv_layers must be at least 1 while use_conv is true (use_conv = false drops them)"
         return None
 
+    # The settings each transfer network reads (paper 3.2); under another transfer they do nothing.
+    TRANSFER_SETTINGS = {"cnn": ("n1", "n2", "conv_layers", "fc_size", "use_conv", "use_fc", "detach_product"),
+                         "weighted-sum": ("alpha", "learn_alpha"), "mlp": ("mlp_hidden",)}
+
+    @classmethod
+    def idle_settings(cls, given: set[str], settings: dict) -> list[str]:
+        idle = {k for kind, keys in cls.TRANSFER_SETTINGS.items() if kind != settings["transfer"] for k in keys}
+        if settings["transfer"] == "cnn" and not settings["use_conv"]:
+            idle |= {"n1", "n2", "conv_layers"}
+        if settings["transfer"] == "cnn" and not settings["use_fc"]:
+            idle.add("fc_size")
+        return sorted(given & idle)
+
     def hp(self, key: str):
         default = self.defaults[key]
         value = self.params.get(key, default)
