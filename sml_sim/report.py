@@ -235,8 +235,8 @@ def write_filters_csv(path, run_id: int, results: list[dict]) -> int:
         if r["extra"].get("filters") and r["period"] >= last.get(r["method"], {"period": -1})["period"]:
             last[r["method"]] = r
     if not last:
-        raise ValueError("this run has no method with convolution filters (sml, sml-fc, sml-n, sml-s and sml-fp "
-                         "have them; sml-cnn, sml-ws, sml-ws-fixed and sml-mlp have no conv layer)")
+        raise ValueError("this run has no method with convolution filters (an SML whose CNN transfer keeps its "
+                         "conv layers has them, such as sml; sml-cnn, sml-ws, sml-ws-fixed and sml-mlp have none)")
     n = 0
     with open_out(path) as f:
         w = _writer(f)
