@@ -460,6 +460,20 @@ def refuse_new_settings(ctx: typer.Context, run_id: int, keep: set[str]) -> None
                         f"drop {', '.join(given)} (or start a new run)")
 
 
+def names_the_run(target: str, info) -> bool:
+    """Whether a scenario named beside --run is the one the run started from, with the same settings
+    (then naming it changes nothing; anything else would be silently ignored, so it is refused)."""
+    from db.replay import same_settings
+    from sml_sim.config import load_scenario, scenario_path
+    from sml_sim.data.base import DataError
+
+    try:
+        path = scenario_path(target)
+        return path is not None and same_settings(info.config, load_scenario(path))
+    except DataError:  # not a scenario that loads: not the run's
+        return False
+
+
 def check_threads(threads: int | None, note=None) -> None:
     """Refuse a thread count below 1; note one above the core count (``note(text)``, default: stderr)."""
     if threads is not None and threads < 1:
@@ -829,8 +843,8 @@ def replay(
     else:
         store = Store(db, create=False)
         info = store.run(run_id)  # a run that is not there is said first
-        own = target in (info.scenario, info.dataset) or Path(target).stem == info.scenario  # naming its own: fine
-        refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"} | ({"target"} if own else set()))
+        refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"} | ({"target"} if names_the_run(target, info)
+                                                                            else set()))
     switch = (None, False)
     if run_id is not None:
         if store.run(run_id).status != "finished":  # a finished one is only shown

@@ -190,7 +190,7 @@ def load_scenario(path: Path) -> RunConfig:
 
 def validate_methods(cfg: RunConfig) -> None:
     """The methods to run exist, once each, and every [methods.*] section's settings fit its method."""
-    from sml_sim.retrainers import METHODS, check_params, scenario_params
+    from sml_sim.retrainers import METHODS, check_params, check_section_does_something, scenario_params
 
     try:
         for name, section in cfg.method_params.items():
@@ -212,7 +212,9 @@ def validate_methods(cfg: RunConfig) -> None:
                     raise DataError(f"[methods.{name}] {changed[0]} = {section[changed[0]]!r} undoes what defines "
                                     f"{name} ({changed[0]} = {preset[changed[0]]!r}); for another combination use "
                                     f"a section of your own with kind = \"{METHODS[name][0].kind or name}\"")
-            check_params(name, section, own_section=True)
+            check_params(name, section)
+        for name in cfg.method_params:  # with every section's values checked, the settings each runs with
+            check_section_does_something(name, cfg.method_params)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     if not cfg.methods:

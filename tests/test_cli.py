@@ -418,10 +418,17 @@ def test_continuing_a_replay_may_name_its_own_scenario(cli, finished_run, monkey
     monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
     monkeypatch.setattr(tui, "run_replay_app", lambda **kw: opened.append(kw["run_id"]) or ReplayOutcome(
         run_id=kw["run_id"], finished=True, error=None, exported_to=None))
-    for own in ("clirun", finished_run["folder"] / "clirun.toml"):
-        r = cli("replay", own, "--run", "1", "--db", finished_run["db"])
-        assert r.exit_code == 0, r.stderr
-    assert opened == [1, 1]
+    own = finished_run["folder"] / "clirun.toml"
+    r = cli("replay", own, "--run", "1", "--db", finished_run["db"])
+    assert r.exit_code == 0, r.stderr
+    assert opened == [1]
+    # a file of the same name with other settings is not the run's: naming it would be ignored
+    other = finished_run["folder"] / "elsewhere" / "clirun.toml"
+    other.parent.mkdir(exist_ok=True)
+    other.write_text(own.read_text().replace("[methods.fine]\nepochs = 1", "[methods.fine]\nepochs = 2"))
+    (other.parent / "clirun.csv").write_bytes((own.parent / "clirun.csv").read_bytes())
+    r = cli("replay", other, "--run", "1", "--db", finished_run["db"])
+    assert r.exit_code == 2 and "drop DATASET_OR_SCENARIO" in r.stderr and opened == [1]
 
 
 def test_out_with_a_tilde_is_written_where_it_was_checked(cli, tiny_scenario, tmp_path, monkeypatch):

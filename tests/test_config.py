@@ -55,6 +55,13 @@ def test_a_variant_is_checked_with_the_settings_it_inherits(tmp_path):
         load_scenario(edited(tmp_path, "batch_w_hat = 64", "batch_w_hat = 0"))
 
 
+def _with_sml(tmp_path: Path, sml_settings: str, extra_sections: str) -> Path:
+    """The demo scenario with settings added to [methods.sml] and sections before [methods.full]."""
+    path = edited(tmp_path, "[methods.sml]  ", f"[methods.sml]\n{sml_settings}\n")
+    path.write_text(path.read_text().replace("[methods.full]", extra_sections + "[methods.full]", 1))
+    return path
+
+
 def test_a_variant_setting_that_does_nothing_is_refused_but_a_base_section_may_hold_it(tmp_path):
     """`n1 = 4` under [methods.sml-ws] was accepted and ignored: the weighted sum has no filters."""
     for section, idle in (("[methods.sml-ws]\nn1 = 4\n", "n1 does nothing for sml-ws"),
@@ -63,6 +70,10 @@ def test_a_variant_setting_that_does_nothing_is_refused_but_a_base_section_may_h
                           ('[methods.mine]\nkind = "sml-mlp"\nalpha = 0.3\n', "alpha does nothing for mine")):
         with pytest.raises(DataError, match=idle):
             load_scenario(edited(tmp_path, "[methods.full]", section + "[methods.full]"))
+    # judged by the transfer the variant runs with, which it may inherit from [methods.sml]
+    with pytest.raises(DataError, match="n1 does nothing for sml-s"):
+        load_scenario(_with_sml(tmp_path, 'transfer = "weighted-sum"', "[methods.sml-s]\nn1 = 4\n"))
+    load_scenario(_with_sml(tmp_path, 'transfer = "mlp"\nmlp_hidden = 256', "[methods.sml-s]\nmlp_hidden = 128\n"))
     # what [methods.sml] holds, its variants inherit: a weighted-sum alpha there is for sml-ws
     load_scenario(edited(tmp_path, "[methods.full]", "[methods.sml-ws]\nalpha = 0.2\n[methods.full]"))
     load_scenario(edited(tmp_path, "[methods.sml]  ", "[methods.sml]\nalpha = 0.3\n"))

@@ -99,14 +99,11 @@ def allowed_values(key: str, default, choices: tuple[str, ...] | None = None) ->
     return f"{kind} >= 0" if key in _MAY_BE_ZERO or default == 0 else f"{kind} > 0"
 
 
-def check_params(name: str, params: dict, where: str | None = None, own_section: bool = False) -> None:
+def check_params(name: str, params: dict, where: str | None = None) -> None:
     """Refuse settings that method ``name`` does not take, or values it cannot use, before anything runs.
 
     A typo in a scenario (``epoch = 10``) would otherwise be ignored silently and the run would use the
-    default. ``where`` names the place in messages (default ``[methods.NAME]``). ``own_section``: these
-    are the settings of a variant's or named configuration's own section, so one that does nothing
-    there (a CNN setting under a weighted-sum transfer) is refused too; a base method's section may
-    hold settings meant for the variants that inherit it."""
+    default. ``where`` names the place in messages (default ``[methods.NAME]``)."""
     params = dict(params)
     kind = params.pop("kind", name)
     where = where or f"[methods.{name}]"
@@ -118,14 +115,26 @@ def check_params(name: str, params: dict, where: str | None = None, own_section:
             takes = ", ".join(cls.defaults) if cls.defaults else "no settings"
             raise ValueError(f"{where}: unknown setting {key!r}{did_you_mean(key, cls.defaults)}; {kind} takes {takes}")
         check_value(f"{where} {key}", value, cls.defaults[key], cls.choices.get(key))
-    settings = {**cls.defaults, **METHODS[kind][1], **params}
-    problem = cls.settings_problem(settings)
+    problem = cls.settings_problem({**cls.defaults, **METHODS[kind][1], **params})
     if problem:
         raise ValueError(f"{where}: {problem}")
-    idle = cls.idle_settings(set(params), settings) if own_section and (kind != name or name in VARIANT_OF) else []
+
+
+def check_section_does_something(name: str, method_params: dict[str, dict]) -> None:
+    """Refuse a setting in a variant's or named configuration's own section that does nothing with the
+    settings the method runs with (a CNN setting under a weighted-sum transfer). A base method's own
+    section is not checked: it may hold settings meant for the variants that inherit it."""
+    section = method_params.get(name, {})
+    kind = section.get("kind", name)
+    if kind not in METHODS or (kind == name and name not in VARIANT_OF):
+        return
+    cls, preset, _ = METHODS[kind]
+    settings = {**cls.defaults, **preset,
+                **{k: v for k, v in scenario_params(name, method_params).items() if k != "kind"}}
+    idle = cls.idle_settings(set(section) - {"kind"}, settings)
     if idle:
-        raise ValueError(f"{where}: {idle[0]} does nothing for {name} (its transfer is {settings.get('transfer')!r}"
-                         f"{', use_conv = false' if settings.get('use_conv') is False else ''}"
+        raise ValueError(f"[methods.{name}]: {idle[0]} does nothing for {name} (its transfer is "
+                         f"{settings.get('transfer')!r}{', use_conv = false' if settings.get('use_conv') is False else ''}"
                          f"{', use_fc = false' if settings.get('use_fc') is False else ''}); drop it")
 
 
