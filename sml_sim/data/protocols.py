@@ -214,7 +214,7 @@ def fixed_window_cut(length_s: int, label: str = ""):
         n = span // length_s + 1
         if n > len(times):
             target = min(40, len(times))
-            raise DataError(f"--period-length {label or f'{length_s}s'} cuts {_span_words(span)} of data into {n:,} "
+            raise DataError(f"--period-length {label or f'{length_s}s'} cuts {readers.span_text(span)} of data into {n:,} "
                             f"periods, more than its {len(times):,} interactions; try --period-length "
                             f"{_length_for(span, target)} (at most {target} periods) or --periods N")
         periods = ((times - times[0]) // length_s).astype(np.int32)
@@ -227,15 +227,11 @@ def fixed_window_cut(length_s: int, label: str = ""):
 def _length_for(span: int, periods: int) -> str:
     """The shortest whole-unit period length that cuts ``span`` seconds into at most ``periods`` periods."""
     need = span / max(1, periods - 1)  # windows of this length give at most ``periods`` of them
-    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit in ("d", "h", "m", "s"):  # the units --period-length reads
+        seconds = readers.UNIT_SECONDS[unit]
         if need >= seconds:
             return f"{math.ceil(need / seconds)}{unit}"
     return "1s"
-
-
-def _span_words(seconds: int) -> str:
-    days = seconds / 86400
-    return f"{days:,.0f} days" if days >= 2 else f"{seconds / 3600:,.1f} hours"
 
 
 # ---------------------------------------------------------------- loading

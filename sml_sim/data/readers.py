@@ -290,7 +290,7 @@ def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
     return _columns(users, items, times, skipped + bad_times.count, notes, user_id, item_id)
 
 
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def delimiter_char(text: str) -> str:
@@ -303,7 +303,7 @@ def parse_duration(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
     if not m or float(m.group(1)) <= 0:
         raise DataError(f"period length {text!r} is not a duration like 7d, 12h or 2w")
-    seconds = int(float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    seconds = int(float(m.group(1)) * UNIT_SECONDS[m.group(2)])
     if seconds < 1:
         raise DataError(f"period length {text!r} is shorter than the one-second resolution of the times")
     return seconds
@@ -440,7 +440,8 @@ FEW_TIMES = 10  # at most this many distinct times over at least FEW_TIMES_ROWS 
 FEW_TIMES_ROWS = 1000
 
 
-def _span_text(seconds: int) -> str:
+def span_text(seconds: int) -> str:
+    """A duration in its largest whole unit, e.g. '94 day(s)'."""
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
             return f"{seconds / size:.3g} {unit}(s)"
@@ -463,7 +464,7 @@ def _narrow_times_note(times: np.ndarray, time_name: str, time_format: str) -> s
         return None
     distinct = int(np.unique(times).size)
     shown = [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in (first, last)]
-    return (f"the {n} times in column {time_name} span {_span_text(last - first)} ({shown[0]} to {shown[1]} "
+    return (f"the {n} times in column {time_name} span {span_text(last - first)} ({shown[0]} to {shown[1]} "
             f"UTC) with {distinct} distinct value(s), unlike an interaction log: check --time-col and "
             f"--time-format {time_format}")
 
