@@ -1,8 +1,7 @@
 """Seconds per retraining of each method at chosen periods of a large replay (paper Table 2), in one run.
 
     .venv/bin/python bench/bench_late_period.py [--scale 1.0] [--periods 10,24,38] \
-        [--methods full,sml,fine,sml-s,spmf] [--scenario scenarios/yelp.toml] [--threads 2] [--device cpu] \
-        [--dedup both]
+        [--methods full,sml,fine,sml-s,spmf] [--scenario scenarios/yelp.toml] [--threads 2] [--device cpu]
 
 A full replay at scale 1.0 takes hours on 2 cores, but the cost of one retraining does not depend on
 what the model learned before, only on the data it trains on. So this script pre-trains the shared
@@ -13,16 +12,11 @@ W_hat) and times it; then it times the evaluation of period P+1 (negatives once,
 last method). Hyperparameters are the scenario's (``--scenario``; default: the method defaults).
 It reports peak RSS, and SML's transfer throughput in its timed periods (row passes x multiply-adds
 per row x 2 over its seconds; see bench_periods.py) next to a plain matrix product in the same process.
-
-``--dedup both`` also times each method with the batch rows deduplicated by ``torch.unique`` (a host
-stall per call on a GPU; what the GPU path did before ``batch_unique``'s fixed-size slots), in the
-same run, rows marked "(torch.unique)". On the CPU the two are the same code.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
 import sys
 import time
@@ -33,8 +27,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_periods import matmul_gflops  # noqa: E402
 
-import sml_sim.models.mf as mf_module  # noqa: E402
-import sml_sim.retrainers.sml as sml_module  # noqa: E402
 from sml_sim.config import load_scenario  # noqa: E402
 from sml_sim.data import DatasetSpec, load_dataset  # noqa: E402
 from sml_sim.evaluation import build_cases, rank_cases  # noqa: E402
@@ -47,21 +39,6 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@contextlib.contextmanager
-def distinct_rows_only():
-    """Deduplicate batch rows with torch.unique whatever the device (the GPU path before fixed-size slots)."""
-    fixed = mf_module.batch_unique
-
-    def distinct(rows, fixed_size=False):
-        return fixed(rows, False)
-
-    mf_module.batch_unique = sml_module.batch_unique = distinct
-    try:
-        yield
-    finally:
-        mf_module.batch_unique = sml_module.batch_unique = fixed
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="synthetic-yelp")
@@ -71,8 +48,6 @@ def main() -> None:
     ap.add_argument("--scenario", default=None, help="take each method's hyperparameters from this .toml")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dedup", choices=["auto", "both"], default="auto",
-                    help="both: also time each method with torch.unique's deduplication (see above)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -86,9 +61,6 @@ def main() -> None:
     initial = pretrain_mf(ctx, {"epochs": 1})
     periods = [int(p) for p in args.periods.split(",")]
     methods = args.methods.split(",")
-    variants = [("", contextlib.nullcontext)]
-    if args.dedup == "both":
-        variants.append((" (torch.unique)", distinct_rows_only))
     secs: dict[tuple[str, int], float] = {}
     evals: dict[int, tuple[float, float]] = {}
     sml_work = [0.0, 0.0]  # flop, seconds of the timed SML periods
@@ -96,25 +68,22 @@ def main() -> None:
         nxt = ds.period(t + 1) if t + 1 <= ds.split.train[1] else None
         last = None
         for name in methods:
-            for label, mode in variants:
-                with mode():
-                    r = make_retrainer(name, scenario_params(name, params))
-                    r.start(ctx, initial)
-                    if r.kind == "sml" and t > ds.split.train[1]:
-                        r.fit_period(ds.split.train[1], None)  # untimed: Algorithm 2 needs a previous W_hat
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    extra = r.fit_period(t, nxt if r.uses_next_period else None) or {}
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                key = name + label
-                secs[key, t] = time.perf_counter() - t0
-                if key == "sml":
-                    sml_work[0] += 2 * extra["transfer_row_passes"] * extra["transfer_macs_per_row"]
-                    sml_work[1] += secs[key, t]
-                print(f"{key:<8} period {t}: {secs[key, t]:.1f}s (peak RSS {peak_mb():.0f} MB)", flush=True)
-                last = r
+            r = make_retrainer(name, scenario_params(name, params))
+            r.start(ctx, initial)
+            if r.kind == "sml" and t > ds.split.train[1]:
+                r.fit_period(ds.split.train[1], None)  # untimed: Algorithm 2 needs a previous W_hat
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            extra = r.fit_period(t, nxt if r.uses_next_period else None) or {}
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            secs[name, t] = time.perf_counter() - t0
+            if name == "sml":
+                sml_work[0] += 2 * extra["transfer_row_passes"] * extra["transfer_macs_per_row"]
+                sml_work[1] += secs[name, t]
+            print(f"{name:<8} period {t}: {secs[name, t]:.1f}s (peak RSS {peak_mb():.0f} MB)", flush=True)
+            last = r
         t0 = time.perf_counter()
         cases = build_cases(ds, t + 1, seed=0)
         t_cases = time.perf_counter() - t0
@@ -128,8 +97,7 @@ def main() -> None:
                                        for t in periods) + " |")
     print("|---|" + "---|" * len(periods))
     for name in methods:
-        for label, _ in variants:
-            print(f"| {name}{label} | " + " | ".join(f"{secs[name + label, t]:.1f}" for t in periods) + " |")
+        print(f"| {name} | " + " | ".join(f"{secs[name, t]:.1f}" for t in periods) + " |")
     print("| evaluation: negatives + ranking per method | "
           + " | ".join(f"{evals[t][0]:.1f} + {evals[t][1]:.1f}" for t in periods) + " |")
     if "sml" in methods and "full" in methods:
@@ -138,9 +106,6 @@ def main() -> None:
               f"(paper, Yelp on a 1080Ti: ~18x)")
     if "sml" in methods and len(periods) > 1:
         print(f"SML last / first timed period: {secs['sml', periods[-1]] / secs['sml', periods[0]]:.2f}")
-    for name in methods if len(variants) > 1 else []:
-        print(f"{name}: torch.unique / fixed-size slots, seconds per period: "
-              + ", ".join(f"t={t} {secs[name + variants[1][0], t] / secs[name, t]:.2f}x" for t in periods))
     if sml_work[1] > 0:
         achieved = sml_work[0] / sml_work[1] / 1e9
         mm = matmul_gflops(args.threads, device=device)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's device check in one command, for a machine with a CUDA GPU (about 6 minutes on an H200):
+# Issue 7's device check in one command, for a machine with a CUDA GPU (about 4 minutes on an H200):
 #
 #     bash bench/gpu_check.sh
 #
@@ -8,8 +8,9 @@
 #    "no per-batch host/device copies";
 # 2. times the first and the last period of SML, SML-S, Full-retrain and Fine-tune at scale 1.0 with
 #    the yelp scenario's settings (bench/bench_late_period.py; paper Table 2), with the transfer's
-#    GFLOP/s next to a float32 matrix product on the same GPU, and each method timed again with the
-#    batch rows deduplicated by torch.unique (the host stall per batch that fixed-size slots remove).
+#    GFLOP/s next to a float32 matrix product on the same GPU;
+# 3. profiles one SML training period (bench/profile_sml_cuda.py): the share of wall time the GPU
+#    spends running kernels, and kernel launches per batch (host-bound or GPU-bound?).
 # It needs only a Python with a CUDA build of torch, and numpy: the core imports nothing else, so a
 # GPU machine's own python3 will do (PYTHON=... to choose another). Logs go to $OUT if it is set (the
 # device tool's output folder), else to ./gpu-check/. A dry run of the same steps on the CPU, at a
@@ -30,4 +31,5 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')
 
 timeout 150 $PY bench/cuda_sync_check.py --device "$DEVICE" 2>&1 | tee "$LOGS/sync.txt"
 timeout 420 $PY bench/bench_late_period.py --scale "$SCALE" --periods 10,38 --methods full,sml,fine,sml-s \
-    --scenario scenarios/yelp.toml --device "$DEVICE" --dedup both 2>&1 | tee "$LOGS/late_period.txt"
+    --scenario scenarios/yelp.toml --device "$DEVICE" 2>&1 | tee "$LOGS/late_period.txt"
+timeout 90 $PY bench/profile_sml_cuda.py --scale 0.25 --period 24 2>&1 | tee "$LOGS/profile.txt"

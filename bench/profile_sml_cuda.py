@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=10)
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("profile_sml_cuda.py: no CUDA device here")
+        sys.exit("profile_sml_cuda.py: no CUDA device here, nothing to profile")
     device = torch.device("cuda")
     ds = load_dataset(DatasetSpec("synthetic-yelp", scale=args.scale))
     ctx = ReplayContext(ds, device, seed=0)

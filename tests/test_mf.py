@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sml_sim.models.mf import MF, RowAdam, batch_unique, distinct_count, log_loss, mf_step, train_mf
+from sml_sim.models.mf import MF, RowAdam, log_loss, mf_step, train_mf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,38 +98,6 @@ def test_row_adam_touches_only_batch_rows():
     m7 = opt.m[7].clone()
     opt.step(torch.tensor([1]), torch.ones(1, 4))
     assert torch.equal(opt.m[7], m7)
-
-
-@pytest.mark.parametrize("rows", [[5, 1, 5, 9, 1, 1, 30], [4], [2, 2, 2], [8, 3, 0]])
-def test_batch_unique_fixed_size_gives_torch_uniques_values_padded_with_the_last(rows):
-    rows = torch.tensor(rows)
-    want = torch.unique(rows)
-    values, inverse, fill = batch_unique(rows, fixed_size=True)
-    n = int(distinct_count(values, fill))
-    assert len(values) == len(rows) and n == len(want)
-    assert torch.equal(values[:n], want)
-    assert torch.equal(values[n:], want[-1].repeat(len(rows) - n))
-    assert torch.equal(values[inverse], rows) and bool((inverse < n).all())
-    assert torch.equal(fill, torch.minimum(torch.arange(len(rows)), torch.tensor(n - 1)))
-    plain_values, plain_inverse, plain_fill = batch_unique(rows)
-    assert plain_fill is None and distinct_count(plain_values, None) == n
-    assert torch.equal(plain_values, want) and torch.equal(plain_inverse, inverse)
-
-
-def test_row_adam_fixed_size_steps_equal_distinct_row_steps():
-    """The GPU's stall-free deduplication updates the table as torch.unique's does."""
-    gen = torch.Generator().manual_seed(1)
-    table = torch.randn(30, 4, generator=gen)
-    plain, fixed = RowAdam(table.clone(), lr=0.05, fixed_size=False), RowAdam(table.clone(), lr=0.05, fixed_size=True)
-    for _ in range(5):
-        rows = torch.randint(0, 12, (16,), generator=gen)  # many repeats
-        grads = torch.randn(16, 4, generator=gen)
-        plain.step(rows, grads)
-        fixed.step(rows, grads)
-    torch.testing.assert_close(fixed.table, plain.table)
-    torch.testing.assert_close(fixed.m, plain.m)
-    torch.testing.assert_close(fixed.v, plain.v)
-    assert not torch.equal(plain.table, table)
 
 
 def test_row_adam_state_roundtrip():

@@ -169,23 +169,6 @@ def test_checkpoint_round_trip_gives_identical_results():
         assert torch.equal(r.W[g], r2.W[g])
 
 
-@pytest.mark.parametrize("method", ["sml", "sml-fp"])
-def test_fixed_size_batches_train_as_distinct_rows_do(method):
-    """The GPU path's stall-free deduplication (spare slots repeating the last row) trains the same
-    model as the CPU's distinct rows, and counts the same transfer rows."""
-    ds = tiny_dataset()
-    plain, _ = started(ds, method)
-    fixed, _ = started(ds, method)
-    fixed.fixed_size_batches = True
-    for t in (2, 3, 4, 5, 6):  # training periods and serving ones
-        nxt = ds.period(t + 1) if t + 1 <= ds.split.train[1] else None
-        a, b = plain.fit_period(t, nxt), fixed.fit_period(t, nxt)
-        assert a.get("transfer_row_passes") == b.get("transfer_row_passes")
-    for g in GROUPS:
-        torch.testing.assert_close(fixed.W[g], plain.W[g], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(fixed.W_hat[g], plain.W_hat[g], rtol=1e-4, atol=1e-5)
-
-
 def test_sml_learns_beyond_random():
     ds = tiny_dataset(n_periods=8, per_period=300)
     res = run_scores(ds, "sml", outer_iters=10, lr_theta=0.01, fc_size=128)

@@ -56,66 +56,25 @@ class MF(nn.Module):
         return (self.P[users] * self.Q[items]).sum(-1)
 
 
-def batch_unique(rows: torch.Tensor, fixed_size: bool = False):
-    """The distinct values of a 1-d ``rows`` and each entry's slot among them: ``(values, inverse, fill)``
-    with ``values[inverse] == rows``.
-
-    ``torch.unique`` must tell the host how many values it found, so on a GPU it stalls the host once
-    per call, twice per training batch. With ``fixed_size`` nothing waits: ``values`` keeps
-    ``len(rows)`` slots, the distinct values first (sorted, as ``torch.unique`` gives them), the
-    spare slots repeating the last one. ``fill`` maps every slot to the distinct slot it repeats
-    (itself for a real one): a per-slot result indexed by ``fill`` makes the spare slots carry their
-    real slot's value, so that writing all slots back is the same as writing the real ones. Without
-    ``fixed_size``, ``fill`` is None and ``values`` holds the distinct values only.
-    """
-    if not fixed_size:
-        values, inverse = torch.unique(rows, return_inverse=True)
-        return values, inverse, None
-    n = rows.numel()
-    ordered, order = torch.sort(rows)
-    starts = torch.ones(n, dtype=torch.bool, device=rows.device)
-    starts[1:] = ordered[1:] != ordered[:-1]
-    slot = torch.cumsum(starts, 0) - 1  # slot of each sorted entry
-    inverse = torch.empty_like(slot).scatter_(0, order, slot)
-    fill = torch.minimum(torch.arange(n, device=rows.device), slot[-1])
-    # Entries of one slot all write the same value, so the scatter's order does not matter.
-    values = torch.empty_like(rows).scatter_(0, slot, ordered).index_select(0, fill)
-    return values, inverse, fill
-
-
-def distinct_count(values: torch.Tensor, fill: torch.Tensor | None):
-    """How many of ``batch_unique``'s slots are real: an int, or with ``fill`` a 0-d tensor on the
-    device (reading it would stall the host)."""
-    return len(values) if fill is None else fill[-1] + 1
-
-
 class RowAdam:
     """Adam applied lazily to the rows a step touches (the update rule of ``torch.optim.SparseAdam``).
 
-    Duplicate rows in a batch are summed first, as a sparse gradient would be. On a GPU the rows are
-    deduplicated with :func:`batch_unique`'s ``fixed_size`` (no host stall per step); the spare slots
-    recompute their real slot's update and write the same values.
+    Duplicate rows in a batch are summed first, as a sparse gradient would be.
     """
 
-    def __init__(self, table: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
-                 fixed_size: bool | None = None):
+    def __init__(self, table: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.table = table
         self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
         self.m = torch.zeros_like(table)
         self.v = torch.zeros_like(table)
         self.steps = 0
-        self.fixed_size = table.is_cuda if fixed_size is None else fixed_size
 
     @torch.no_grad()
     def step(self, rows: torch.Tensor, grads: torch.Tensor, unique: bool = False) -> None:
-        """Apply ``grads`` (one row per entry of ``rows``). With ``unique``, ``rows`` has no value
-        twice, or repeats only as :func:`batch_unique`'s spare slots do, with equal gradients."""
         if not unique:
-            rows, inverse, fill = batch_unique(rows, self.fixed_size)
+            rows, inverse = torch.unique(rows, return_inverse=True)
             grads = torch.zeros(len(rows), grads.shape[1], dtype=grads.dtype, device=grads.device).index_add_(
                 0, inverse, grads)
-            if fill is not None:
-                grads = grads.index_select(0, fill)
         self.steps += 1
         # index_select / index_copy_ rather than advanced indexing: ~5x faster row gathers on the
         # CPU (tables of this size do not fit in cache), with the same values.

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from sml_sim.data.base import PeriodData
-from sml_sim.models.mf import RowAdam, batch_unique, distinct_count, log_loss
+from sml_sim.models.mf import RowAdam, log_loss
 from sml_sim.models.transfer import apply_in_chunks, build_transfer, first_layer_filters
 from sml_sim.retrainers import register
 from sml_sim.retrainers.base import ReplayContext, Retrainer
@@ -180,9 +180,6 @@ class SML(Retrainer):
         super().start(ctx)
         if self.hp("theta_on") == "current":
             self.uses_next_period = False
-        # Deduplicate batch rows without a host stall on a GPU (see batch_unique); the CPU computes
-        # the distinct rows only, as the padding would cost it real time.
-        self.fixed_size_batches = ctx.device.type == "cuda"
         dim = initial.P.shape[1]
         g = torch.random.fork_rng(devices=[])
         with g:  # transfer init from the run's seed, whatever the global RNG state
@@ -241,16 +238,11 @@ class SML(Retrainer):
                 b = order[lo:lo + batch_size]
                 yield users[b], items[b], negatives(users[b], gen)
 
-    def _batch_rows(self, u, i, j):
-        """The batch's distinct user and item rows (the transfer runs once per row), where each
-        entry finds its row, the ``fill`` maps of :func:`batch_unique` (None on the CPU) and the
-        number of distinct rows (a device scalar on a GPU, read once per period)."""
-        fixed = self.fixed_size_batches
-        ru, inv_u, fill_u = batch_unique(u, fixed)
-        ri, inv_ij, fill_i = batch_unique(torch.cat([i, j]), fixed)
-        n_rows = distinct_count(ru, fill_u) + distinct_count(ri, fill_i)
-        return ({"user": ru, "item": ri}, inv_u, inv_ij[: len(i)], inv_ij[len(i):],
-                {"user": fill_u, "item": fill_i}, n_rows)
+    @staticmethod
+    def _batch_rows(u, i, j):
+        ru, inv_u = torch.unique(u, return_inverse=True)
+        ri, inv_ij = torch.unique(torch.cat([i, j]), return_inverse=True)
+        return {"user": ru, "item": ri}, inv_u, inv_ij[: len(i)], inv_ij[len(i):]
 
     def _step1(self, t: int, data: PeriodData, W_prev, W_hat, opt, epochs: int, tick) -> float:
         """Learn W_hat on D_t through the transfer (eq. 8-9); Theta is not stepped. Returns the mean
@@ -268,9 +260,9 @@ class SML(Retrainer):
         l1 = self.hp("l1")
         total, count = torch.zeros((), device=dev), 0
         for u, i, j in self._batches(data, self.hp("batch_w_hat"), epochs, gen, negatives):
-            rows, iu, ii, ij, fill, n_rows = self._batch_rows(u, i, j)
+            rows, iu, ii, ij = self._batch_rows(u, i, j)
             # forward + gradients of the activations (autograd.grad w.r.t. W_hat skips Theta's)
-            self.row_passes += 2 * n_rows if through else 0
+            self.row_passes += 2 * sum(len(rows[g]) for g in GROUPS) if through else 0
             hat = {g: W_hat[g].index_select(0, rows[g]).requires_grad_(True) for g in GROUPS}
             if through:
                 new = {g: self.theta[g](W_prev[g].index_select(0, rows[g]), hat[g]) for g in GROUPS}
@@ -281,8 +273,7 @@ class SML(Retrainer):
             reg = 0.5 * l1 * (hat["user"].pow(2).sum() + hat["item"].pow(2).sum())
             grads = torch.autograd.grad(loss + reg, [hat["user"], hat["item"]])
             for g, grad in zip(GROUPS, grads):
-                # A spare slot (GPU) got no loss gradient: it takes its real slot's, so both write the same row alike.
-                opt[g].step(rows[g], grad if fill[g] is None else grad.index_select(0, fill[g]), unique=True)
+                opt[g].step(rows[g], grad, unique=True)
             total += loss.detach()  # summed on the device: no host sync per batch
             count += 1
             tick()
@@ -313,8 +304,8 @@ class SML(Retrainer):
 
         total, count = torch.zeros((), device=dev), 0
         for u, i, j in self._batches(data, self.hp("batch_theta"), epochs, gen, negatives):
-            rows, iu, ii, ij, _, n_rows = self._batch_rows(u, i, j)
-            self.row_passes += 3 * n_rows  # forward, activation and weight gradients
+            rows, iu, ii, ij = self._batch_rows(u, i, j)
+            self.row_passes += 3 * sum(len(rows[g]) for g in GROUPS)  # forward, activation and weight gradients
             new = {g: self.theta[g](W_prev[g].index_select(0, rows[g]), W_hat[g].index_select(0, rows[g]))
                    for g in GROUPS}
             pu, qi, qj = _gather(new["user"], iu), _gather(new["item"], ii), _gather(new["item"], ij)
@@ -447,7 +438,7 @@ class SML(Retrainer):
             if value != value:
                 raise FloatingPointError(f"SML {name} loss became NaN")
         extra = {f"loss_{k}": float(v) for k, v in losses.items()}
-        extra["transfer_row_passes"] = int(self.row_passes)
+        extra["transfer_row_passes"] = self.row_passes
         extra["transfer_macs_per_row"] = int(getattr(self.theta["user"], "flops_per_row", lambda: 0)())
         filters = {g: first_layer_filters(self.theta[g]) for g in GROUPS}
         if all(f is not None for f in filters.values()):
