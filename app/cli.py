@@ -179,7 +179,7 @@ ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Size of a synth
 PeriodsOpt = Annotated[int | None, typer.Option("--periods", help="Cut into N periods of equal interaction count "
                                                  "[default: the protocol's: 40, or 63 for adressa].",
                                                  show_default=False)]
-PeriodLenOpt = Annotated[str | None, typer.Option("--period-length", help="Cut into fixed windows, e.g. 7d, 12h.")]
+PeriodLenOpt = Annotated[str | None, typer.Option("--period-length", help="Cut into fixed windows, e.g. 7d, 12h, 1.5d (units s, m, h, d, w; a whole number of seconds).")]
 MinUserOpt = Annotated[int | None, typer.Option("--min-user-interactions", help="Drop users with fewer "
                                                  "[default: the protocol's filter, see `sml-sim datasets`].",
                                                  show_default=False)]

@@ -85,6 +85,8 @@ def _bad_inputs(tmp_path):
         ("bad period length", ["ingest", "movielens", "--data", ok, "--period-length", "soon"], "period length"),
         ("period length under a second", ["ingest", "movielens", "--data", ok, "--period-length", "0.4s"],
          "one-second resolution"),
+        ("period length of a fractional second", ["ingest", "movielens", "--data", ok, "--period-length", "1.5s"],
+         "not a whole number of seconds, the resolution of the times: try 2s"),
         ("more periods than interactions", ["ingest", "movielens", "--data", ok, "--period-length", "1s"],
          "more than its 60 interactions; try --period-length"),
         ("movielens file of another format", ["ingest", "movielens", "--data", garbage], "expected u.data (user, item"),

@@ -303,9 +303,13 @@ def parse_duration(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
     if not m or float(m.group(1)) <= 0:
         raise DataError(f"period length {text!r} is not a duration like 7d, 12h or 2w")
-    seconds = int(float(m.group(1)) * UNIT_SECONDS[m.group(2)])
-    if seconds < 1:
+    exact = float(m.group(1)) * UNIT_SECONDS[m.group(2)]
+    if exact < 1:
         raise DataError(f"period length {text!r} is shorter than the one-second resolution of the times")
+    seconds = round(exact)
+    if abs(exact - seconds) > 1e-6:  # float noise aside (1.3h is 4680.000000000001)
+        raise DataError(f"period length {text!r} is not a whole number of seconds, the resolution of the "
+                        f"times: try {seconds}s")
     return seconds
 
 
