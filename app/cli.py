@@ -1118,6 +1118,26 @@ def methods(
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
+def unknown_option_message(name: str, ctx) -> str:
+    """An option this command lacks: which commands have it, or the close spellings it does have.
+    (click's own suggestion is loose: --threads on ingest suggested --no-header.)"""
+    import difflib
+
+    def options(command) -> list[str]:
+        return [o for param in command.params for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
+
+    group = ctx.find_root().command
+    here = ctx.command
+    elsewhere = [cmd_name for cmd_name, cmd in getattr(group, "commands", {}).items()
+                 if cmd is not here and name in options(cmd)]
+    if elsewhere and here is not group:
+        names = sorted(elsewhere)
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        return f"{name} is an option of {listed}, not of {ctx.info_name}"
+    close = difflib.get_close_matches(name, options(here), n=3, cutoff=0.75)
+    return f"no such option: {name}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False, prog_name="sml-sim")  # click returns a command's exit code instead of exiting
@@ -1129,7 +1149,10 @@ def main() -> None:
         command = sys.argv[1] if len(sys.argv) > 1 else None  # (an option before it is the group's own)
         if where == "sml-sim" and command in {c.name or c.callback.__name__ for c in app.registered_commands}:
             where = f"sml-sim {command}"  # (an option's missing value is raised in the group's context)
-        err.print(f"[bold red]error:[/] {escape(exc.format_message())} (`{escape(where)} -h` lists the options)")
+        message = exc.format_message()
+        if type(exc).__name__ == "NoSuchOption" and exc.ctx is not None:
+            message = unknown_option_message(exc.option_name, exc.ctx)
+        err.print(f"[bold red]error:[/] {escape(message)} (`{escape(where)} -h` lists the options)")
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):  # Ctrl-C at a prompt, or before a command's own handling
         err.print("interrupted")

@@ -855,6 +855,21 @@ def test_a_usage_error_points_to_the_commands_own_help(monkeypatch, capsys):
         assert exc.value.code == 2 and hint in said, (argv, said)
 
 
+def test_an_unknown_option_names_the_commands_that_have_it_or_a_close_spelling(monkeypatch, capsys):
+    """click suggested --no-header for --threads on ingest: a far-off guess instead of the fact."""
+    import app.cli as cli_mod
+
+    for argv, said_part in ((["ingest", "demo", "--threads", "2"], "--threads is an option of replay and run, not of ingest"),
+                            (["run", "demo", "--thread", "2"], "no such option: --thread (did you mean --threads?)"),
+                            (["export", "1", "--fliters"], "(did you mean --filters?)"),
+                            (["run", "demo", "--bogus"], "no such option: --bogus (`sml-sim run -h`")):
+        monkeypatch.setattr(sys, "argv", ["sml-sim", *argv])
+        with pytest.raises(SystemExit) as exc:
+            cli_mod.main()
+        said = " ".join(capsys.readouterr().err.split())
+        assert exc.value.code == 2 and said_part in said and "Possible options" not in said, (argv, said)
+
+
 def test_runs_shows_the_settings_an_ablation_inherits(cli, tiny_scenario):
     """`runs RUN_ID` listed only an ablation's own section, not what it takes from [methods.sml]."""
     toml = tiny_scenario(methods=("sml-s",), n=600,
