@@ -229,6 +229,37 @@ def _csv(path, rows, header="user,item,time", **kw):
     return path
 
 
+def test_ids_with_bytes_that_are_not_utf8_stay_apart_and_are_noted(tmp_path):
+    """Read with errors="replace", Latin-1 'caf\\xe9' and 'caf\\xfc' both became 'caf\\ufffd': one user."""
+    path = _csv(tmp_path / "latin1.csv", [f"u{k % 5},i{k % 7},{1_700_000_000 + 3600 * k}\n" for k in range(40)])
+    with open(path, "ab") as f:
+        f.write(b"caf\xe9,x\xe9,1700200000\ncaf\xfc,x\xfc,1700200001\n")
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, min_user_interactions=1, min_item_interactions=1))
+    assert ds.n_users == 7 and ds.n_items == 9
+    assert {"caf\\xe9", "caf\\xfc"} <= set(ds.user_raw) and {"x\\xe9", "x\\xfc"} <= set(ds.item_raw)
+    assert any("4 user/item id(s) hold bytes that are not UTF-8 (first: 'caf\\xe9')" in n for n in ds.notes), ds.notes
+
+
+def test_a_row_with_extra_fields_is_skipped_not_read_shifted(tmp_path):
+    """1,2,3,4,5 under user,item,time was read as time 3 (1970), stretching the periods over decades.
+    Trailing empty fields (a delimiter at the end of each row) are not extra."""
+    rows = [f"u{k % 5},i{k % 7},{1_700_000_000 + 3600 * k}\n" for k in range(40)]
+    path = _csv(tmp_path / "extra.csv", rows[:20] + ["1,2,3,4,5\n"] + [r.replace("\n", ",\n") for r in rows[20:]])
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, min_user_interactions=1, min_item_interactions=1))
+    assert len(ds.users) == 40 and ds.skipped_lines == 1 and ds.times.min() >= 1_700_000_000
+    assert any("(first: line 22: '1,2,3,4,5')" in n for n in ds.notes), ds.notes
+
+
+@pytest.mark.parametrize("stamp, fmt", [("1997092{k}", "%Y%m%d"), ("1997092{k}030510", "%Y%m%d%H%M%S")])
+def test_dates_written_as_digits_are_pointed_out_not_read_as_seconds(tmp_path, stamp, fmt):
+    """19970920 read as unix seconds is a plausible time (August 1970): every period squeezed into days."""
+    path = _csv(tmp_path / "digits.csv", [f"u{k % 5},i{k % 7},{stamp.format(k=k % 9)}\n" for k in range(40)])
+    with pytest.raises(DataError, match=f"look like dates written as .*: try --time-format {fmt}$"):
+        load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+    ok = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_format": fmt}))
+    assert len(ok.users) == 40 and ok.times.min() > 870_000_000
+
+
 def test_csv_millisecond_times_refused_with_hint(tmp_path):
     path = _csv(tmp_path / "ms.csv", [f"u{k % 3},i{k % 4},{1_700_000_000_000 + 1000 * k}\n" for k in range(12)])
     with pytest.raises(DataError) as exc:

@@ -49,8 +49,20 @@ class _Interner:
         return value
 
     def names(self) -> list[str]:
-        """The raw ids in the order of their ints (dicts keep insertion order)."""
-        return list(self.ids)
+        """The raw ids in the order of their ints (dicts keep insertion order), bytes that are not
+        UTF-8 written as \\x escapes (see :func:`_printable`)."""
+        return [_printable(key) for key in self.ids]
+
+
+def _printable(key: str) -> str:
+    """A raw id as text. Files are read with ``surrogateescape``, so that ids differing only in bytes
+    that are not UTF-8 (Latin-1 'caf\\xe9' and 'caf\\xfc') stay apart instead of both becoming 'caf?';
+    those bytes are written as \\x escapes, which any store and terminal can hold."""
+    try:
+        key.encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _require_file(path: Path, what: str) -> Path:
@@ -63,14 +75,20 @@ def _require_file(path: Path, what: str) -> Path:
 
 def _columns(users: array, items: array, times: array, skipped: int, notes: list[str],
              user_id: _Interner, item_id: _Interner) -> RawStream:
+    user_names, item_names = user_id.names(), item_id.names()
+    escaped = [shown for shown, key in zip(user_names + item_names, [*user_id.ids, *item_id.ids]) if shown != key]
+    if escaped:
+        notes = [*notes, f"{len(escaped)} user/item id(s) hold bytes that are not UTF-8 (first: '{escaped[0]}'): "
+                         "each is kept as its own id, its bytes written as \\x escapes; save the file as "
+                         "UTF-8 to see them as text"]
     return RawStream(
         np.frombuffer(users, dtype=np.int64).copy(),
         np.frombuffer(items, dtype=np.int64).copy(),
         np.frombuffer(times, dtype=np.int64).copy(),
         skipped,
         notes,
-        user_names=user_id.names(),
-        item_names=item_id.names(),
+        user_names=user_names,
+        item_names=item_names,
     )
 
 
@@ -110,6 +128,9 @@ class _OutOfWindow:
             return (f"skipped {self.count} line(s) whose time is 0 or outside the years 1900-2200 "
                     f"(first: {where})")
         msg = f"{path}: {self.count} of {read + self.count} {what} are 0 or outside the years 1900-2200 ({where})"
+        compact = compact_date_format(raw) if unix_format is not None and not fix else None
+        if compact is not None and read == 0:  # 19970920030510: a date written as digits, not a unit
+            raise DataError(f"{msg}; the values look like dates written as {compact}: try --time-format {compact}")
         if unix_format is not None and read == 0:  # all of them: a wrong unit, not stray values
             seconds = ts * (1000 if unix_format == "unix-ms" else 1)
             for unit, factor, fmt in (("milliseconds", 1000, "unix-ms"), ("microseconds", 10 ** 6, None),
@@ -122,6 +143,31 @@ class _OutOfWindow:
                         msg += f"; the values look like unix {unit}: convert them to seconds or milliseconds"
                     break
         raise DataError(msg)
+
+
+_COMPACT_DATES = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}
+
+
+def compact_date_format(raw: str) -> str | None:
+    """The strptime format of a date written as bare digits (19970920, 199709200305, 19970920030510)
+    in the plausible years, else None."""
+    raw = raw.strip()
+    fmt = _COMPACT_DATES.get(len(raw)) if raw.isdigit() else None
+    if fmt is None:
+        return None
+    try:
+        year = datetime.strptime(raw, fmt).year
+    except ValueError:
+        return None
+    return fmt if 1900 <= year < 2200 else None
+
+
+def _all_compact_dates(values: np.ndarray) -> bool:
+    """Every value reads as a YYYYMMDD date. Read as unix seconds such values fall within a few weeks
+    of August 1970, and pass the plausible-years check unnoticed."""
+    year, month, day = values // 10000, values // 100 % 100, values % 100
+    return bool(values.size) and bool(((year >= 1900) & (year < 2200) & (month >= 1) & (month <= 12)
+                                       & (day >= 1) & (day <= 31)).all())
 
 
 def _time_note(notes: list[str], note: str | None) -> None:
@@ -253,7 +299,7 @@ def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
     skipped = 0
     bad_times = _OutOfWindow()
     # utf-8-sig: a ratings.csv saved by Excel starts with a byte-order mark before "userId".
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
         first = f.readline()
         if first.lower().startswith("userid"):
             sep, line0 = ",", 2
@@ -499,7 +545,7 @@ def read_csv(
     bad_times = _OutOfWindow()
     delimiter = delimiter_char(delimiter)
     total = path.stat().st_size
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.reader(f, delimiter=delimiter)
         names = next(reader, None) if header else None
         if header and names is None:
@@ -531,15 +577,19 @@ def read_csv(
                             f"{_layout_hint(names, delimiter, header, parse_time)}")
         time_name = repr(names[cols[2]]) if names is not None else f"{cols[2]} (0-based)"
         first_row: list[str] | None = None
-        first_skipped = 0  # file line of the first row skipped (for the note)
+        first_skipped = None  # (file line, text) of the first row skipped (for the note)
+        fields = len(names) if names is not None else None  # a headerless file: its first row's count
         line0 = 2 if header else 1  # file line of the first data row (for messages)
         for n, row in enumerate(reader, line0):
             if not row:
                 continue
             if first_row is None:
                 first_row = row
+                fields = fields or len(row)
             try:
-                if len(row) < width:
+                # Extra non-empty fields (a stray delimiter, a shifted row) make every column suspect:
+                # 1,2,3,4,5 under user,item,time would read the time 3 (1970).
+                if len(row) < width or (len(row) > fields and any(f.strip() for f in row[fields:])):
                     raise ValueError
                 raw = row[cols[2]].strip()
                 ts = parse_time(raw)
@@ -548,7 +598,7 @@ def read_csv(
                     raise ValueError
             except (ValueError, OverflowError, OSError):
                 skipped += 1
-                first_skipped = first_skipped or n
+                first_skipped = first_skipped or (n, _printable(delimiter.join(row)))
                 continue
             if not _plausible(ts):
                 bad_times.add(ts, n, raw)
@@ -570,8 +620,11 @@ def read_csv(
             f"{path}: none of the {skipped} rows could be read (check --time-format {time_format!r} "
             f"and the column names){hint}"
         )
-    notes = [f"skipped {skipped} row(s) with missing fields or unparsable times (first: line {first_skipped})"
-             ] if skipped else []
+    if time_format == "unix" and _all_compact_dates(np.frombuffer(times, dtype=np.int64)):
+        raise DataError(f"{path}: the {len(times)} times in column {time_name} look like dates written as "
+                        f"YYYYMMDD (first: {times[0]}), not unix seconds: try --time-format %Y%m%d")
+    notes = [f"skipped {skipped} row(s) with missing or extra fields or unparsable times (first: line "
+             f"{first_skipped[0]}: {first_skipped[1][:60]!r})"] if skipped else []
     _time_note(notes, time_note)
     if time_format == "unix-ms" and times and max(times) < 62 * 86400:  # all before March 1970
         notes.append("every time falls in the first two months of 1970: if the values are unix seconds, "
