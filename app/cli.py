@@ -414,6 +414,11 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
         if value is not None:
             setattr(ds, key, value)
             overrides = True
+    # The two ways to cut replace each other: --period-length on a scenario that sets periods = 10.
+    if period_length is not None and periods is None:
+        ds.periods = None
+    if periods is not None and period_length is None:
+        ds.period_length = None
     if csv_opts:  # on another protocol, check_spec refuses them
         ds.csv = {**ds.csv, **csv_opts}
         overrides = True

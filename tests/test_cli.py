@@ -870,6 +870,21 @@ def test_an_unknown_option_names_the_commands_that_have_it_or_a_close_spelling(m
         assert exc.value.code == 2 and said_part in said and "Possible options" not in said, (argv, said)
 
 
+def test_a_cut_given_on_the_command_line_replaces_the_scenarios_other_cut(cli, tiny_scenario):
+    """The README says flags override the scenario, but --period-length on a scenario that sets
+    periods was refused as 'give either --periods or --period-length, not both'."""
+    toml = tiny_scenario()
+    toml.write_text(toml.read_text().replace('split = "5/1/2"\n', "").replace("retrain_start = 2\n", ""))
+    db = f"sqlite:///{toml.parent}/cut.db"
+    r = cli("ingest", toml, "--period-length", "5d", "--db", db, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["periods"] == 10
+    toml.write_text(toml.read_text().replace("periods = 8", 'period_length = "5d"'))
+    r = cli("ingest", toml, "--periods", "6", "--db", db, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["periods"] == 6
+
+
 def test_runs_shows_the_settings_an_ablation_inherits(cli, tiny_scenario):
     """`runs RUN_ID` listed only an ablation's own section, not what it takes from [methods.sml]."""
     toml = tiny_scenario(methods=("sml-s",), n=600,
