@@ -52,6 +52,8 @@ def _bad_inputs(tmp_path):
     tsv.write_text("".join(f"{196 + k % 3}\t{242 + k % 4}\t3\t{881250949 + k}\n" for k in range(12)))
     garbage = tmp_path / "garbage.data"
     garbage.write_text("hello world\nfoo bar\n")
+    same_time = tmp_path / "same_time.csv"
+    same_time.write_text("user,item,time\n" + "".join(f"u{k % 3},i{k % 4},1700000000\n" for k in range(20)))
     tiny = tmp_path / "tiny.csv"
     tiny.write_text("user,item,time\n" + "".join(f"u{k % 3},i{k % 4},{1_700_000_000 + k}\n" for k in range(20)))
     return [
@@ -85,6 +87,11 @@ def _bad_inputs(tmp_path):
         ("bad period length", ["ingest", "movielens", "--data", ok, "--period-length", "soon"], "period length"),
         ("period length under a second", ["ingest", "movielens", "--data", ok, "--period-length", "0.4s"],
          "one-second resolution"),
+        ("period length longer than the data", ["ingest", "csv", "--data", tiny, "--period-length", "7d"],
+         "cuts 19 second(s) of data into 1 period(s); at least 4 are needed (train, validation, test): try "
+         "--period-length 1s"),
+        ("one time for every interaction", ["ingest", "csv", "--data", same_time, "--period-length", "7d"],
+         "every interaction has the same time"),
         ("period length of a fractional second", ["ingest", "movielens", "--data", ok, "--period-length", "1.5s"],
          "not a whole number of seconds, the resolution of the times: try 2s"),
         ("more periods than interactions", ["ingest", "movielens", "--data", ok, "--period-length", "1s"],

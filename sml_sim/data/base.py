@@ -13,6 +13,8 @@ from functools import cached_property
 
 import numpy as np
 
+MIN_PERIODS = 4  # training (with a retraining period after the first), validation, test
+
 
 class DataError(Exception):
     """Bad input: the message is one line meant for the user; the CLI exits with code 2."""
@@ -63,8 +65,9 @@ class Split:
         ref_total = sum(reference)
         if n_periods == ref_total:
             return cls.from_counts(n_periods, *reference, reference_start)
-        if n_periods < 4:
-            raise DataError(f"{n_periods} periods are too few for a train/validation/test split")
+        if n_periods < MIN_PERIODS:
+            raise DataError(f"{n_periods} period(s) are too few for a train/validation/test split "
+                            f"(at least {MIN_PERIODS})")
         n_val = max(1, round(n_periods * reference[1] / ref_total))
         n_test = max(1, round(n_periods * reference[2] / ref_total))
         n_train = n_periods - n_val - n_test

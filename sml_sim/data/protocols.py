@@ -28,6 +28,7 @@ import numpy as np
 
 from sml_sim.data import readers
 from sml_sim.data.base import (
+    MIN_PERIODS,
     DataError,
     Dataset,
     RawStream,
@@ -212,6 +213,12 @@ def fixed_window_cut(length_s: int, label: str = ""):
     def cut(times: np.ndarray):
         span = int(times[-1]) - int(times[0])
         n = span // length_s + 1
+        if n < MIN_PERIODS:
+            shown = label or f"{length_s}s"
+            hint = (f"try --period-length {_length_for(span, min(40, len(times)))} or --periods N" if span
+                    else "every interaction has the same time: check --time-col, or cut with --periods N")
+            raise DataError(f"--period-length {shown} cuts {readers.span_text(span)} of data into {n} period(s); "
+                            f"at least {MIN_PERIODS} are needed (train, validation, test): {hint}")
         if n > len(times):
             target = min(40, len(times))
             raise DataError(f"--period-length {label or f'{length_s}s'} cuts {readers.span_text(span)} of data into {n:,} "
@@ -289,8 +296,8 @@ def check_spec(spec: DatasetSpec) -> None:
             raise DataError(f"{flag} must be 0 or more, not {value}")
     if spec.period_length and spec.periods:
         raise DataError("give either --periods or --period-length, not both")
-    if spec.periods is not None and spec.periods < 4:
-        raise DataError(f"--periods {spec.periods}: at least 4 periods are needed (train, validation, test)")
+    if spec.periods is not None and spec.periods < MIN_PERIODS:
+        raise DataError(f"--periods {spec.periods}: at least {MIN_PERIODS} periods are needed (train, validation, test)")
     if spec.period_length:
         readers.parse_duration(spec.period_length)
     if spec.split:
