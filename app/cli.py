@@ -196,7 +196,8 @@ ItemColOpt = Annotated[str | None, typer.Option("--item-col", help="csv: item co
 TimeColOpt = Annotated[str | None, typer.Option("--time-col", help="csv: time column (name or 0-based index) "
                                                  "[default: time].", show_default=False)]
 TimeFmtOpt = Annotated[str | None, typer.Option("--time-format", help="csv: unix, unix-ms, iso or a strptime "
-                                                 "format [default: unix].", show_default=False)]
+                                                 "pattern such as %Y%m%d; times without a zone are UTC "
+                                                 "[default: unix].", show_default=False)]
 DelimOpt = Annotated[str | None, typer.Option("--delimiter", help="csv: field separator, 'tab' for tabs "
                                                "[default: ,].", show_default=False)]
 NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="csv: the file has no header row.")]

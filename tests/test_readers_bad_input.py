@@ -92,6 +92,9 @@ def _bad_inputs(tmp_path):
          "--period-length 1s"),
         ("one time for every interaction", ["ingest", "csv", "--data", same_time, "--period-length", "7d"],
          "every interaction has the same time"),
+        ("misspelt time format", ["ingest", "csv", "--data", tiny, "--time-format", "unix-s"],
+         "--time-format 'unix-s' is not unix, unix-ms, iso or a strptime pattern"),
+        ("period length in months", ["ingest", "csv", "--data", tiny, "--period-length", "1M"], "is not a duration"),
         ("period length of a fractional second", ["ingest", "movielens", "--data", ok, "--period-length", "1.5s"],
          "not a whole number of seconds, the resolution of the times: try 2s"),
         ("more periods than interactions", ["ingest", "movielens", "--data", ok, "--period-length", "1s"],
@@ -265,6 +268,13 @@ def test_dates_written_as_digits_are_pointed_out_not_read_as_seconds(tmp_path, s
         load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
     ok = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, csv={"time_format": fmt}))
     assert len(ok.users) == 40 and ok.times.min() > 870_000_000
+
+
+def test_unit_and_delimiter_names_in_upper_case_are_read(tmp_path):
+    path = _csv(tmp_path / "t.tsv", [f"u{k % 5}\ti{k % 7}\t{1_700_000_000 + 3600 * k}\n" for k in range(40)],
+                header="user\titem\ttime")
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), period_length="6H", csv={"delimiter": "TAB"}))
+    assert len(ds.users) == 40 and ds.split.n_periods == 7
 
 
 def test_csv_millisecond_times_refused_with_hint(tmp_path):

@@ -308,6 +308,8 @@ def check_spec(spec: DatasetSpec) -> None:
         raise DataError(f"--seed must be 0 or more, not {spec.seed}")
     if spec.protocol != "csv" and spec.csv:  # never dropped silently
         raise DataError(f"the csv column options apply to the csv dataset, not {spec.protocol}")
+    if spec.csv.get("time_format") is not None:
+        readers.time_parser(spec.csv["time_format"])
     delimiter = spec.csv.get("delimiter")
     if delimiter is not None and len(readers.delimiter_char(delimiter)) != 1:
         raise DataError(f"--delimiter {delimiter!r}: give one character ('tab' for tabs)"

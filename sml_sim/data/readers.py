@@ -340,16 +340,17 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def delimiter_char(text: str) -> str:
-    """--delimiter as the character it means ('tab' and a typed backslash-t for a tab)."""
-    return {"\\t": "\t", "tab": "\t"}.get(text, text)
+    """--delimiter as the character it means ('tab', 'TAB' and a typed backslash-t for a tab)."""
+    return {"\\t": "\t", "tab": "\t"}.get(text.lower() if len(text) > 1 else text, text)
 
 
 def parse_duration(text: str) -> int:
     """``"7d"`` -> 604800 seconds (units s, m, h, d, w)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    # Upper case too (7D), except M: minutes or months?
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwSHDW])\s*", text or "")
     if not m or float(m.group(1)) <= 0:
         raise DataError(f"period length {text!r} is not a duration like 7d, 12h or 2w")
-    exact = float(m.group(1)) * UNIT_SECONDS[m.group(2)]
+    exact = float(m.group(1)) * UNIT_SECONDS[m.group(2).lower()]
     if exact < 1:
         raise DataError(f"period length {text!r} is shorter than the one-second resolution of the times")
     seconds = round(exact)
@@ -367,6 +368,9 @@ def time_parser(time_format: str) -> Callable[[str], int]:
         return lambda s: int(float(s)) // 1000
     if time_format == "iso":
         return _utc_seconds
+    if "%" not in time_format:  # a misspelt name (unix-s) would be a pattern that matches no row
+        raise DataError(f"--time-format {time_format!r} is not unix, unix-ms, iso or a strptime pattern "
+                        "(one with % fields, e.g. '%Y-%m-%d %H:%M:%S')")
 
     def parse(s: str) -> int:
         dt = datetime.strptime(s, time_format)
