@@ -90,15 +90,16 @@ def db_flag(db: str | None) -> str:
     return f" --db {shlex.quote(db)}" if db else ""
 
 
-def checked_out_path(path: Path, db: str | None = None, inputs: tuple = ()) -> Path:
+def checked_out_path(text: str, db: str | None = None, inputs: tuple = ()) -> Path:
     """--out with ~ expanded, failing before any work when it cannot be written (not hours later,
     after a long run), or when it names the store (``db``) or an input file: writing there would
-    destroy it. The caller writes to the path returned, so check and write agree."""
-    if str(path) == "-":  # standard output
-        return path
-    path = path.expanduser()
-    if path.is_dir():
-        raise UserError(f"--out {path} is a folder; give a file name")
+    destroy it. The caller writes to the path returned, so check and write agree. (Taken as text:
+    a Path would drop the trailing / of a folder that does not exist yet, and write a file there.)"""
+    if text == "-":  # standard output
+        return Path(text)
+    path = Path(text).expanduser()
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        raise UserError(f"--out {text} is a folder; give a file name, e.g. {path / 'results.csv'}")
     refuse_overwriting_inputs(path, db, inputs)
     folder = path.resolve().parent
     if not folder.is_dir():
@@ -541,7 +542,8 @@ def run(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of data generation, sampling and models "
                                              "[default: the scenario's, else 0].", show_default=False)] = None,
     scale: ScaleOpt = None,
-    out_csv: Annotated[Path | None, typer.Option("--out", help="Also write the per-period results CSV here.")] = None,
+    out_csv: Annotated[str | None, typer.Option("--out", help="Also write the per-period results CSV here.",
+                                                metavar="FILE")] = None,
     resume: Annotated[int | None, typer.Option("--resume", help="Continue run RUN_ID from its last committed "
                                                "period, with its own settings.", metavar="RUN_ID")] = None,
     periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
@@ -998,7 +1000,8 @@ def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
 @friendly
 def export(
     run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The run to export (see `sml-sim runs`).")],
-    out_path: Annotated[Path, typer.Option("--out", help="CSV file to write; - for standard output.")],
+    out_text: Annotated[str, typer.Option("--out", help="CSV file to write; - for standard output.",
+                                          metavar="FILE")],
     cases: Annotated[bool, typer.Option("--cases", help="One row per scored case (every period and method, "
                                         "with its split): the user and item (dense ids and the data's own ids) "
                                         "and its 0-based ranks (0 = first; a hit at K is a rank below K) "
@@ -1013,7 +1016,7 @@ def export(
 
     if cases and filters:
         raise UserError("give --cases or --filters, not both")
-    out_path = checked_out_path(out_path, db)
+    out_path = checked_out_path(out_text, db)
     store = Store(db, reading=True)
     run = store.run(run_id)  # clear error when the run does not exist
     refuse_overwriting_inputs(out_path, db, spec=stored_spec(run.config))

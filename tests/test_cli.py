@@ -895,6 +895,17 @@ def test_runs_shows_the_settings_an_ablation_inherits(cli, tiny_scenario):
     assert "sml-s: fc_size = 16, outer_iters = 1, freeze_theta_serving = True, epochs_theta = 1" in shown, shown
 
 
+def test_out_naming_a_folder_that_does_not_exist_yet_is_refused(cli, tmp_path, tiny_scenario, one_line_error):
+    """`export 1 --out sub/` wrote a file named sub: the trailing / was lost with the Path type."""
+    toml = tiny_scenario(methods=("pop",), n=600)
+    db = f"sqlite:///{tmp_path}/o.db"
+    assert cli("run", toml, "--db", db).exit_code == 0
+    for argv in (["export", "1", "--out", f"{tmp_path}/sub/", "--db", db],
+                 ["run", toml, "--db", db, "--out", f"{tmp_path}/sub/"]):
+        one_line_error(cli(*argv), contains="sub/ is a folder; give a file name")
+        assert not (tmp_path / "sub").exists()
+
+
 def test_out_never_lands_on_a_movielens_file_found_in_a_data_folder(cli, tmp_path, toy_stream, one_line_error):
     """With a folder as --data (or the default location), the file read is found inside it."""
     users, items, times = toy_stream(n=300)
