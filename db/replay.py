@@ -118,6 +118,10 @@ class Replay:
                              f"{', '.join(p.name for p in missing[:3])}{', ...' if len(missing) > 3 else ''}); "
                              f"if this store was copied or moved, copy {where} to {folder}/")
         config = RunConfig.from_dict(info.config)
+        data = config.dataset.data
+        if data is not None and not Path(data).expanduser().exists():  # moved or renamed since
+            raise StoreError(f"run {run_id} reads its data from {data}, which is not there now: put the file "
+                             "back, or a link to it (a run continues only on the data it started with)")
         dataset = load_dataset(config.dataset, progress=progress)
         fp = fingerprint(dataset.params, dataset.source)
         if store.dataset_id(fp) != info.dataset_id:

@@ -617,6 +617,17 @@ def test_resume_refuses_a_changed_dataset(cli, tiny_scenario, tmp_path, one_line
     one_line_error(r, 2, contains="changed")
 
 
+def test_resume_of_a_run_whose_data_file_moved_says_where_to_put_it(cli, tiny_scenario, tmp_path, one_line_error):
+    """It said only 'no CSV file at ...', and --data with the new place is refused as a new setting."""
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{tmp_path}/moved.db"
+    rp = interrupted_run(Store(db), toml)
+    (tmp_path / "tiny.csv").rename(tmp_path / "elsewhere.csv")
+    line = one_line_error(cli("run", "--resume", rp.run_id, "--db", db), 2)
+    assert f"reads its data from {tmp_path / 'tiny.csv'}, which is not there now: put the file back" in line
+    assert Store(db).run(rp.run_id).status == "interrupted"
+
+
 def test_resume_accepts_the_same_data_copied_again(cli, tiny_scenario, tmp_path):
     """A file copied over with the same bytes (a new modification time) is the same data: the run continues."""
     import os
