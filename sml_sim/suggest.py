@@ -6,8 +6,18 @@ import difflib
 from collections.abc import Iterable
 
 
+def _bare(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
 def nearest(word, options: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(str(word), list(options), n=1)
+    """The option spelt like ``word`` but for case, _ and - (usercol for user_col, SML_S for sml-s),
+    else the closest by difflib's ratio, if any is near."""
+    options = list(options)
+    same = [o for o in options if _bare(o) == _bare(str(word))]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(str(word), options, n=1)
     return close[0] if close else None
 
 

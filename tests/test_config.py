@@ -33,6 +33,8 @@ def edited(tmp_path: Path, old: str, new: str) -> Path:
     ("seed = 0\n\n[run]", 'seed = 0\nperiods = "ten"\n\n[run]', "[dataset] periods must be a whole number"),
     ("seed = 0\n\n[run]", 'seed = 0\n[dataset.csv]\nuser_column = "u"\n\n[run]',
      "unknown [dataset.csv] key(s) user_column (did you mean 'user_col'?)"),
+    ("seed = 0\n\n[run]", 'seed = 0\n[dataset.csv]\nusercol = "u"\n\n[run]',
+     "unknown [dataset.csv] key(s) usercol (did you mean 'user_col'?)"),
     ('methods = ["sml", "full", "fine", "spmf", "pop", "random"]', 'methods = "pop"',
      "[run] methods must be a list of names"),
     ("[methods.sml]  ", "[methods.sml]\nuse_fc = 1\n", "use_fc must be true or false"),
