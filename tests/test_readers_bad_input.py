@@ -52,6 +52,14 @@ def _bad_inputs(tmp_path):
     tsv.write_text("".join(f"{196 + k % 3}\t{242 + k % 4}\t3\t{881250949 + k}\n" for k in range(12)))
     garbage = tmp_path / "garbage.data"
     garbage.write_text("hello world\nfoo bar\n")
+    import gzip
+
+    gz = tmp_path / "packed.csv.gz"
+    gz.write_bytes(gzip.compress(b"user,item,time\nu1,i1,1700000000\n"))
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_text("user,item,time\nu1,i1,1700000000\n", encoding="utf-16")
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n\n\n")
     same_time = tmp_path / "same_time.csv"
     same_time.write_text("user,item,time\n" + "".join(f"u{k % 3},i{k % 4},1700000000\n" for k in range(20)))
     tiny = tmp_path / "tiny.csv"
@@ -95,6 +103,10 @@ def _bad_inputs(tmp_path):
         ("misspelt time format", ["ingest", "csv", "--data", tiny, "--time-format", "unix-s"],
          "--time-format 'unix-s' is not unix, unix-ms, iso or a strptime pattern"),
         ("period length in months", ["ingest", "csv", "--data", tiny, "--period-length", "1M"], "is not a duration"),
+        ("csv gzip-compressed", ["ingest", "csv", "--data", gz], "is gzip-compressed: unpack it first (gunzip -k"),
+        ("csv saved as UTF-16", ["ingest", "csv", "--data", utf16], "holds UTF-16 text or binary data"),
+        ("csv that is JSON lines", ["ingest", "csv", "--data", sparse], "looks like JSON lines"),
+        ("csv of blank lines", ["ingest", "csv", "--data", blank], "the first line of"),
         ("period length of a fractional second", ["ingest", "movielens", "--data", ok, "--period-length", "1.5s"],
          "not a whole number of seconds, the resolution of the times: try 2s"),
         ("more periods than interactions", ["ingest", "movielens", "--data", ok, "--period-length", "1s"],

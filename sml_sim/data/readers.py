@@ -65,6 +65,27 @@ def _printable(key: str) -> str:
         return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+_PACKED = ((b"\x1f\x8b", "gzip-compressed: unpack it first (gunzip -k FILE)"),
+           (b"PK\x03\x04", "a zip archive: unpack it first (unzip FILE)"),
+           (b"BZh", "bzip2-compressed: unpack it first (bunzip2 -k FILE)"),
+           (b"\xfd7zXZ", "xz-compressed: unpack it first (unxz -k FILE)"))
+
+
+def refuse_other_formats(path: Path, expected: str) -> None:
+    """A compressed, UTF-16 or JSON file given where delimited text is expected: one clear line,
+    rather than its first bytes quoted back as the 'columns' found."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    for magic, what in _PACKED:
+        if head.startswith(magic):
+            raise DataError(f"{path} is {what.replace('FILE', path.name)}")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
+        raise DataError(f"{path} holds UTF-16 text or binary data (NUL bytes), not {expected}: save it as UTF-8 text")
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        raise DataError(f"{path} looks like JSON lines, not {expected} (a Yelp review file is read by the yelp "
+                        "dataset)")
+
+
 def _require_file(path: Path, what: str) -> Path:
     if not path.exists():
         raise DataError(f"no {what} at {path}")
@@ -293,6 +314,7 @@ def read_adressa(folder: Path, progress: Progress | None = None) -> RawStream:
 def read_movielens(path: Path, progress: Progress | None = None) -> RawStream:
     """MovieLens ``u.data`` (tab), ``ratings.dat`` (``::``) or ``ratings.csv`` (with header)."""
     path = _require_file(path, "MovieLens ratings file")
+    refuse_other_formats(path, "a MovieLens ratings file")
     total = path.stat().st_size
     users, items, times = array("q"), array("q"), array("q")
     user_id, item_id = _Interner(), _Interner()
@@ -386,7 +408,7 @@ _DELIMITER_NAMES = {"\t": "tab", ",": ",", ";": "';'", "|": "'|'"}
 
 def _shown(text: str) -> str:
     """A header field as the error message shows it (a tab written as \\t, so the line stays one line)."""
-    return text.replace("\t", "\\t").replace("\r", "\\r")
+    return _printable(text).replace("\t", "\\t").replace("\r", "\\r")
 
 
 def _looks_numeric(text: str) -> bool:
@@ -542,6 +564,7 @@ def read_csv(
     note naming the column, as when --time-col names a rating column.
     """
     path = _require_file(path, "CSV file")
+    refuse_other_formats(path, "a delimited text file")
     parse_time = time_parser(time_format)
     users, items, times = array("q"), array("q"), array("q")
     user_id, item_id = _Interner(), _Interner()
@@ -554,6 +577,9 @@ def read_csv(
         names = next(reader, None) if header else None
         if header and names is None:
             raise DataError(f"{path} is empty")
+        if header and not names:
+            raise DataError(f"the first line of {path} is empty, where a header naming the columns is expected "
+                            "(or give --no-header)")
         names = [n.strip() for n in names] if names else None
         if names is not None and len(names) > 1 and all(_looks_numeric(n) for n in names):
             # A header of numbers is the first data row: a column given as "3" would match the value 3.
