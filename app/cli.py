@@ -761,6 +761,13 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
             table.add_row(method, *cells, f"{m['retrain_s']:.2f}", style="green" if method == best else None)
         out.print(table)
         if split == "test":
+            span = report.case_count_range(results, split)
+            if span is not None and span[1] > 1.25 * span[0]:  # periods of unequal weight: the other mean differs
+                weighted = report.split_means(results, split, by_cases=True)
+                shown = ", ".join(f"{m} {weighted[m]['recall@20']:.4f}"
+                                  for m in sorted(weighted, key=lambda m: -weighted[m]["recall@20"]))
+                out.print(f"note: the test periods hold {span[0]:,} to {span[1]:,} cases; weighted by their cases "
+                          f"(as the authors' code averages) instead of equally, Recall@20 is {shown}")
             ranks = list(store.case_ranks(run_id))
             few = report.few_candidates_share(ranks, results, split)
             if few is not None and few >= 0.01:
@@ -952,7 +959,8 @@ def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
         for split in ("validation", "test"):
             means = report.split_means(results, split)
             reference = report.ri_reference(means, references=refs)
-            summary[split] = {"means": means, "ri_reference": reference,
+            summary[split] = {"means": means, "case_weighted_means": report.split_means(results, split, by_cases=True),
+                              "ri_reference": reference,
                               "ri": report.relative_improvements_shared(results, split, reference) if reference else {}}
         data = {k: v for k, v in store.dataset(info.dataset_id).items() if k not in ("params", "id")}
         doc = {**info.as_dict(), "config": config, "data": data, "summary": summary,

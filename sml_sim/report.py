@@ -48,19 +48,27 @@ def failures(results: list[dict]) -> dict[str, tuple[int, str]]:
     return out
 
 
-def split_means(results: list[dict], split: str = "test") -> dict[str, dict[str, float]]:
+def split_means(results: list[dict], split: str = "test", by_cases: bool = False) -> dict[str, dict[str, float]]:
     """Mean over the split's periods of every metric, per method. Periods weigh equally (the spec's reading of
-    the paper's "average scores"; the authors' code weights them by their test cases)."""
+    the paper's "average scores"), or with ``by_cases`` by their test cases, as the authors' code averages
+    (the same on equal-count cuts)."""
     by_method: dict[str, list[dict]] = {}
     for r in results:
         if counts_in(r, split):
             by_method.setdefault(r["method"], []).append(r)
     out = {}
     for method, rows in by_method.items():
-        out[method] = {k: float(np.mean([r["metrics"][k] for r in rows])) for k in METRIC_KEYS}
+        weights = [r["n_cases"] for r in rows] if by_cases else None
+        out[method] = {k: float(np.average([r["metrics"][k] for r in rows], weights=weights)) for k in METRIC_KEYS}
         out[method]["periods"] = len(rows)
         out[method]["retrain_s"] = float(np.mean([r["retrain_s"] for r in rows]))
     return out
+
+
+def case_count_range(results: list[dict], split: str = "test") -> tuple[int, int] | None:
+    """The fewest and most test cases of the split's scored periods, or None without any."""
+    counts = {r["period"]: r["n_cases"] for r in results if counts_in(r, split)}
+    return (min(counts.values()), max(counts.values())) if counts else None
 
 
 def ri_of(ref: dict[str, float], other: dict[str, float]) -> dict[str, float]:

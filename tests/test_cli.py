@@ -696,7 +696,28 @@ def test_readme_documents_the_json_keys_exactly(cli, finished_run, tmp_path, toy
     one = json.loads(cli("runs", "1", "--db", finished_run["db"], "--json").stdout)
     assert set(one) == set(runs[0]) | documented["runs RUN_ID --json"]
     assert set(one["summary"]) == {"validation", "test"}
-    assert set(one["summary"]["test"]) == {"means", "ri_reference", "ri"}
+    assert set(one["summary"]["test"]) == {"means", "case_weighted_means", "ri_reference", "ri"}
+    assert "`case_weighted_means`" in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_unequal_test_periods_get_the_case_weighted_recall_too(cli, tmp_path):
+    """The authors' code weights periods by their cases: on unequal cuts the two means differ."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    times = np.sort(1_600_000_000 + (50 * 86400 * rng.random(n) ** 0.25).astype(np.int64))  # ever denser
+    rows = [f"u{rng.integers(60)},i{rng.integers(80)},{t}" for t in times]
+    (tmp_path / "denser.csv").write_text("user,item,time\n" + "\n".join(rows) + "\n")
+    db = f"sqlite:///{tmp_path}/w.db"
+    r = cli("run", "csv", "--data", tmp_path / "denser.csv", "--period-length", "5d", "--split", "4/1/4", "--methods", "pop,random",
+            "--db", db)
+    assert r.exit_code == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    assert "note: the test periods hold" in said and "weighted by their cases" in said, said
+    doc = json.loads(cli("runs", "1", "--db", db, "--json").stdout)["summary"]["test"]
+    equal, weighted = doc["means"]["pop"]["recall@20"], doc["case_weighted_means"]["pop"]["recall@20"]
+    assert f"pop {weighted:.4f}" in said and weighted != equal
 
 
 def test_replay_shows_its_thread_notes_in_the_tui_log_not_behind_the_screen(cli, tiny_scenario, monkeypatch):

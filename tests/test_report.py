@@ -86,3 +86,12 @@ def test_few_candidates_share_counts_cases_with_at_most_k_candidates_on_the_full
     assert report.few_candidates_share(ranks, results, "test") == pytest.approx(2 / 6)
     assert report.few_candidates_share(ranks, results, "test", k=4) == 0
     assert report.few_candidates_share([], results, "test") is None
+
+
+def test_case_weighted_means_weigh_each_period_by_its_cases():
+    rows = [{"method": "m", "period": p, "split": "test", "status": "ok", "in_sample": False, "n_cases": n,
+             "retrain_s": 1.0, "metrics": {k: v for k in report.METRIC_KEYS}}
+            for p, n, v in ((5, 100, 0.2), (6, 300, 0.6))]
+    assert report.split_means(rows)["m"]["recall@20"] == pytest.approx(0.4)
+    assert report.split_means(rows, by_cases=True)["m"]["recall@20"] == pytest.approx(0.5)
+    assert report.case_count_range(rows) == (100, 300) and report.case_count_range(rows, "validation") is None
