@@ -388,7 +388,9 @@ MethodsOpt = Annotated[str | None, typer.Option("--methods", help="Comma-separat
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda [default: auto]",
                                                show_default=False)]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads [default: all cores for run, "
-                                                "all but one for replay, so the UI keeps a core].",
+                                                "all but one for replay, so the UI keeps a core; "
+                                                "while other work keeps the cores busy, 1 can be much "
+                                                "faster].",
                                                 show_default=False)]
 
 
