@@ -110,9 +110,22 @@ def checked_out_path(text: str, db: str | None = None, inputs: tuple = ()) -> Pa
     return path
 
 
-def refuse_overwriting_inputs(path: Path, db: str | None, inputs: tuple = (), spec=None) -> None:
+def refuse_replacing_other_files(path: Path) -> None:
+    """--out replaces an earlier export (its first line starts ``run_id,``, as every export's does) or
+    an empty file, never anything else: another store, a scenario or someone's notes would be lost."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        head = f.read(7)
+    if head != b"run_id,":
+        raise UserError(f"--out {path} exists and is not an sml-sim export; remove it first, or give another name")
+
+
+def refuse_overwriting_inputs(path: Path, db: str | None, inputs: tuple = (), spec=None, *,
+                              complete: bool = False) -> None:
     """--out must not name the results store (or its journal files), the scenario file or the data the
-    run reads (``spec``'s file, or any file in its data folder: a reader takes every day file there)."""
+    run reads (``spec``'s file, or any file in its data folder: a reader takes every day file there).
+    ``complete``: the last check before writing, which also refuses any other file but an export."""
     from db.store import sqlite_file
     from sml_sim.data import input_paths
 
@@ -130,6 +143,8 @@ def refuse_overwriting_inputs(path: Path, db: str | None, inputs: tuple = (), sp
             raise UserError(f"--out {path} is inside {other}, the data folder the run reads; give a file elsewhere")
         if other.resolve() == target or (other.exists() and target.exists() and os.path.samefile(other, target)):
             raise UserError(f"--out {path} is {what}; writing the results there would destroy it: give another file")
+    if complete:
+        refuse_replacing_other_files(path.expanduser())
 
 
 def stored_spec(config: dict):
@@ -569,7 +584,7 @@ def run(
         refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
         store = Store(db, create=False)
         if out_csv is not None:
-            refuse_overwriting_inputs(out_csv, db, spec=stored_spec(store.run(resume).config))
+            refuse_overwriting_inputs(out_csv, db, spec=stored_spec(store.run(resume).config), complete=True)
         switch = (None, False)
         if store.run(resume).status != "finished":
             switch = use_run_threads(store.run(resume), threads)
@@ -592,7 +607,7 @@ def run(
         if out_csv is not None:  # the data the scenario names, and the scenario file itself
             from sml_sim.config import scenario_path
 
-            refuse_overwriting_inputs(out_csv, db, (scenario_path(target),), spec=cfg.dataset)
+            refuse_overwriting_inputs(out_csv, db, (scenario_path(target),), spec=cfg.dataset, complete=True)
         set_threads(threads)
         Store.check_location(db)  # a bad --db is said before the data is read, not after
         dataset = load_with_progress(cfg.dataset)  # refused before a store is created for it
@@ -1029,7 +1044,7 @@ def export(
     out_path = checked_out_path(out_text, db)
     store = Store(db, reading=True)
     run = store.run(run_id)  # clear error when the run does not exist
-    refuse_overwriting_inputs(out_path, db, spec=stored_spec(run.config))
+    refuse_overwriting_inputs(out_path, db, spec=stored_spec(run.config), complete=True)
     if cases:
         raw_ids = store.raw_ids(run.dataset_id)
         n = report.write_cases_csv(out_path, run_id, store.case_ranks(run_id), store.results(run_id), raw_ids)

@@ -34,9 +34,13 @@ def same_settings(stored_config: dict, config: RunConfig) -> bool:
 
 
 def checkpoint_root(store: Store) -> Path:
+    """Where a store's runs keep their checkpoints: beside the store's real file, named after it, so
+    that a link to the store (another name, another folder) finds the same ones, and a link named
+    like some other store never reaches, or clears, that store's."""
     path = store.sqlite_path
     if path is not None:
-        return path.resolve().parent / "sml-sim-checkpoints" / path.name
+        real = path.resolve()
+        return real.parent / "sml-sim-checkpoints" / real.name
     home = Path(os.environ.get("SML_SIM_HOME", Path.home() / ".cache" / "sml-sim"))
     return home / "checkpoints" / hashlib.sha256(store.url.encode()).hexdigest()[:12]
 

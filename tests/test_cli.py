@@ -916,6 +916,32 @@ def test_runs_shows_the_settings_an_ablation_inherits(cli, tiny_scenario):
     assert "sml-s: fc_size = 16, outer_iters = 1, freeze_theta_serving = True, epochs_theta = 1" in shown, shown
 
 
+def test_out_replaces_an_earlier_export_but_no_other_file(cli, tmp_path, tiny_scenario, one_line_error):
+    """`export 1 --out other.db` turned another store into a CSV, and a scenario file could go the same way."""
+    import contextlib
+    import sqlite3
+
+    toml = tiny_scenario(methods=("pop",), n=600)
+    db = f"sqlite:///{tmp_path}/e.db"
+    assert cli("run", toml, "--db", db).exit_code == 0
+    other = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as con:  # another store, closed: its bytes stay put
+        con.execute("CREATE TABLE runs (id INTEGER)")
+        con.commit()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    for target in (other, notes):
+        before = target.read_bytes()
+        for argv in (["export", "1", "--out", target, "--db", db], ["run", toml, "--db", db, "--out", target]):
+            one_line_error(cli(*argv), contains="exists and is not an sml-sim export")
+        assert target.read_bytes() == before
+    earlier = tmp_path / "earlier.csv"
+    for argv in (["export", "1", "--out", earlier, "--db", db], ["export", "1", "--out", earlier, "--db", db, "--cases"],
+                 ["run", "--resume", "1", "--db", db, "--out", earlier]):
+        assert cli(*argv).exit_code == 0, argv
+    assert earlier.read_text().startswith("run_id,dataset,")
+
+
 def test_out_naming_a_folder_that_does_not_exist_yet_is_refused(cli, tmp_path, tiny_scenario, one_line_error):
     """`export 1 --out sub/` wrote a file named sub: the trailing / was lost with the Path type."""
     toml = tiny_scenario(methods=("pop",), n=600)

@@ -416,3 +416,17 @@ def test_raw_ids_are_stored_period_by_period(store, make_dataset):
     assert store.raw_ids(late) is None
     store.write_periods(late, ds, range(4))  # written again by this version: the missing ids are added
     assert store.raw_ids(late) == raw
+
+
+def test_a_link_to_a_store_shares_its_checkpoints_and_never_reaches_anothers(tmp_path):
+    """The folder was named after --db as typed: a link q/a.db -> p/b.db used p's checkpoints of a.db,
+    and a new run through it cleared the run folders of the real p/a.db."""
+    from db.replay import checkpoint_root
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "q").mkdir()
+    real_a, real_b = Store(f"sqlite:///{tmp_path}/p/a.db"), Store(f"sqlite:///{tmp_path}/p/b.db")
+    (tmp_path / "q" / "a.db").symlink_to(tmp_path / "p" / "b.db")
+    linked = Store(f"sqlite:///{tmp_path}/q/a.db")
+    assert checkpoint_root(linked) == checkpoint_root(real_b) == tmp_path / "p" / "sml-sim-checkpoints" / "b.db"
+    assert checkpoint_root(linked) != checkpoint_root(real_a)
