@@ -50,6 +50,28 @@ class UserError(Exception):
     pass
 
 
+def store_trouble(exc: Exception) -> str | None:
+    """One line for a store that cannot be used as it is (damaged, locked, full, or of another version's
+    shape), from SQLAlchemy's error; None for anything else (a bug: an internal error)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return None
+    reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+    low = reason.lower()
+    if "malformed" in low or "not a database" in low:
+        return f"the results store is damaged ({reason}); restore it from a copy, or use another --db"
+    if "locked" in low or "busy" in low:
+        return (f"the results store stayed locked by another process ({reason}); try again when it is done "
+                "(whatever was committed is kept)")
+    if "full" in low:
+        return f"no room left for the results store ({reason}); free some space and continue (committed periods are kept)"
+    if "no such column" in low or "no such table" in low or "not null constraint failed" in low:
+        return (f"the results store does not have the shape this version of sml-sim writes ({reason}): it was "
+                "made by another version, or changed by hand; use another --db")
+    return None
+
+
 def friendly(fn):
     """Turn the errors a user can cause into one line and exit code 2."""
 
@@ -73,9 +95,17 @@ def friendly(fn):
             where = f": {exc.filename}" if exc.filename else ""
             err.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}")
             raise typer.Exit(2) from None
+        except MemoryError:
+            err.print("[bold red]error:[/] out of memory (a smaller --scale or dataset, or fewer methods, needs less); "
+                      "whatever was already stored is kept")
+            raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
+            said = store_trouble(exc)
+            if said is not None and not os.environ.get("SML_SIM_DEBUG"):
+                err.print(f"[bold red]error:[/] {escape(said)}")
+                raise typer.Exit(2) from None
             if os.environ.get("SML_SIM_DEBUG"):
                 raise
             err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
@@ -498,11 +528,16 @@ def names_the_run(target: str, info) -> bool:
         return False
 
 
+MAX_THREADS_PER_CORE = 8
+
+
 def check_threads(threads: int | None, note=None) -> None:
     """Refuse a thread count below 1; note one above the core count (``note(text)``, default: stderr)."""
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: give 1 or more (leave it out for the default)")
     cores = os.cpu_count() or 1
+    if threads is not None and threads > MAX_THREADS_PER_CORE * cores:  # OpenMP fails, or crashes, far above
+        raise UserError(f"--threads {threads}: at most {MAX_THREADS_PER_CORE * cores} on {cores} core(s)")
     if threads is not None and threads > cores:
         (note or say_note)(f"--threads {threads} on {cores} core(s): more threads than cores makes training "
                            "slower, not faster")

@@ -136,8 +136,9 @@ class Replay:
                                  "reads it differently); start a new run instead")
             store.refingerprint(info.dataset_id, fp)
         store.mark_used(info.dataset_id)
-        if info.status != "finished":
-            store.set_run_status(run_id, "running")
+        if info.status != "finished" and not store.claim_run(run_id, info.owner):
+            raise StoreError(f"run {run_id} was taken up by another process while this one prepared it; wait for "
+                             "it, or stop it first (its committed periods are kept)")
         return cls(store, run_id, config, dataset, info.dataset_id, cancel)
 
     # -------------------------------------------------------------- the store as a listener

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, inspect, select, text
+from sqlalchemy import create_engine, delete, event, func, inspect, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Engine, make_url
@@ -38,6 +38,9 @@ from db.models import (
 )
 
 DEFAULT_DB_FILE = "sml-sim.db"
+# How long a write waits for another process's (an ingest of a multi-GB file into the same store
+# holds its lock for minutes): long enough that a running replay outlasts it rather than fails.
+BUSY_TIMEOUT_S = 600
 
 
 class StoreError(Exception):
@@ -61,6 +64,14 @@ def process_gone(owner: str | None) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
+
+
+def process_alive_here(owner: str | None) -> bool:
+    """True when ``owner`` ("host:pid") names a live process of this host other than this one."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or owner == this_process():
+        return False
+    return not process_gone(owner)
 
 
 def default_url() -> str:
@@ -111,7 +122,7 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
         folder = Path(parsed.database).resolve().parent
         if not folder.is_dir():
             raise StoreError(f"the folder for the database {parsed.database} does not exist")
-    kwargs = {"connect_args": {"timeout": 30, "check_same_thread": False}} if is_sqlite else {}
+    kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}} if is_sqlite else {}
     if read_only and is_sqlite:
         path = Path(parsed.database).expanduser().resolve()
         wal = path.with_name(path.name + "-wal")
@@ -134,7 +145,7 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
             cur = dbapi_conn.cursor()
             # WAL lets the TUI read while a worker writes; the busy timeout rides out short locks.
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -206,7 +217,7 @@ class Store:
             self.engine = make_engine(self.url, read_only=True)
         try:
             if not self.read_only:
-                Base.metadata.create_all(self.engine)
+                self._create_tables()
                 self._add_missing_columns()
             elif "owner" not in {c["name"] for c in inspect(self.engine).get_columns("runs")}:
                 raise StoreError(f"{path} was written by an older sml-sim and cannot be upgraded without "
@@ -214,6 +225,16 @@ class Store:
         except DatabaseError as exc:  # unreachable server, or a file that is not a database
             raise StoreError(f"cannot open the database {self.url}: {exc.orig}") from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _create_tables(self) -> None:
+        """The tables a new store needs. Two processes opening a new store at once may both find a
+        table missing; the one that loses the race finds it there on a second look."""
+        try:
+            Base.metadata.create_all(self.engine)
+        except DatabaseError as exc:
+            if "already exists" not in str(exc.orig):
+                raise
+            Base.metadata.create_all(self.engine)
 
     @staticmethod
     def check_location(url: str | None) -> None:
@@ -324,6 +345,10 @@ class Store:
                        progress: Callable[[int], None] | None) -> int:
         stats = stats or dataset.period_stats()
         written = 0
+        # Take the write lock before reading what is stored (a no-op update of the dataset's row): two
+        # processes writing the same periods at once would both find them missing, and the second
+        # insert would break the unique key. The second now waits, then finds them stored.
+        conn.execute(update(DatasetRow).where(DatasetRow.id == dataset_id).values(n_periods=DatasetRow.n_periods))
         done = set(conn.execute(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)).scalars())
         named = set(conn.execute(select(RawIdsRow.period).where(RawIdsRow.dataset_id == dataset_id)).scalars()) \
             if done else set()
@@ -486,6 +511,17 @@ class Store:
             config["threads"] = threads
             run.config = config
 
+    def claim_run(self, run_id: int, seen_owner: str | None) -> bool:
+        """Mark the run running in this process, in one statement, unless another process has taken
+        it up since its owner was read as ``seen_owner`` (two resumes started at the same moment)."""
+        with self.engine.begin() as conn:
+            owner_unchanged = RunRow.owner.is_(None) if seen_owner is None else RunRow.owner == seen_owner
+            claimed = conn.execute(
+                update(RunRow).where(RunRow.id == run_id,
+                                     or_(RunRow.status != "running", owner_unchanged, RunRow.owner == this_process()))
+                .values(status="running", owner=this_process(), error=None, finished_at=None))
+            return claimed.rowcount == 1
+
     def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:
         with self.session() as s, s.begin():
             run = s.get(RunRow, run_id)
@@ -501,6 +537,8 @@ class Store:
         return runs[0]
 
     def runs(self, run_id: int | None = None) -> list[RunInfo]:
+        if run_id is not None and not 0 <= run_id < 2**63:  # no such id (SQLite's integers are 64-bit)
+            return []
         with self.session() as s:
             q = select(RunRow, DatasetRow).join(DatasetRow, RunRow.dataset_id == DatasetRow.id).order_by(RunRow.id)
             if run_id is not None:
@@ -602,6 +640,9 @@ class Store:
         """Remove a run and everything stored for it (results, ranks, cases); its dataset stays. A run
         that a live process may be running (on this host, or another) is refused unless ``force``."""
         info = self.run(run_id)
+        if info.status == "running" and process_alive_here(info.owner):  # --force is for a machine we cannot see
+            raise StoreError(f"run {run_id} is being run by process {info.owner.rpartition(':')[2]} on this machine "
+                             "right now; stop it first (its committed periods are kept)")
         if info.status == "running" and info.owner not in (None, this_process()) and not force:
             raise StoreError(f"run {run_id} is being run by {info.owner} right now; stop it first, or add --force "
                              "if that process is gone (on another machine this one cannot tell)")

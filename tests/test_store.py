@@ -430,3 +430,48 @@ def test_a_link_to_a_store_shares_its_checkpoints_and_never_reaches_anothers(tmp
     linked = Store(f"sqlite:///{tmp_path}/q/a.db")
     assert checkpoint_root(linked) == checkpoint_root(real_b) == tmp_path / "p" / "sml-sim-checkpoints" / "b.db"
     assert checkpoint_root(linked) != checkpoint_root(real_a)
+
+
+def test_two_processes_writing_the_same_periods_at_once_store_them_once(tmp_path, make_dataset):
+    """Both read 'not stored yet' before either wrote: the second insert broke the unique key and
+    failed its run (two `sml-sim run` of one dataset on one store)."""
+    import threading
+
+    dataset = make_dataset(n=20_000, periods=6, split=(4, 1, 1), retrain_start=2)
+    url = f"sqlite:///{tmp_path}/race.db"
+    first, second = Store(url), Store(url)
+    did = first.register_dataset(dataset, fingerprint({"name": "race"}))
+    start, errors = threading.Barrier(2), []
+
+    def write(store):
+        start.wait()
+        try:
+            for t in range(6):
+                store.write_periods(did, dataset, [t])
+        except Exception as exc:  # noqa: BLE001 - the failure under test
+            errors.append(exc)
+
+    workers = [threading.Thread(target=write, args=(s,)) for s in (first, second)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors, errors
+    assert first.interaction_count(did) == len(dataset.users) and first.stored_periods(did) == set(range(6))
+
+
+def test_only_one_of_two_simultaneous_resumes_takes_the_run(tmp_path, tiny_scenario):
+    """Both read the run as interrupted, then both marked it running and continued it."""
+    from tests.conftest import interrupted_run
+
+    url = f"sqlite:///{tmp_path}/claim.db"
+    run_id = interrupted_run(Store(url), tiny_scenario(methods=("pop",))).run_id
+    one, other = Store(url), Store(url)
+    seen = one.run(run_id).owner
+    assert seen == other.run(run_id).owner
+    assert one.claim_run(run_id, seen)
+    other_process = "elsewhere:1"
+    with other.engine.begin() as conn:  # the first claimant, as another process sees it
+        conn.execute(text("UPDATE runs SET owner = :o WHERE id = :r"), {"o": other_process, "r": run_id})
+    assert not other.claim_run(run_id, seen)
+    assert other.run(run_id).owner == other_process

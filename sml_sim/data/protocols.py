@@ -39,6 +39,7 @@ from sml_sim.data.base import (
 )
 
 OSLO = ZoneInfo("Europe/Oslo")
+MAX_SCALE = 100.0  # synthetic streams: 100 x the paper's size is ~300M interactions, already beyond one machine
 ADRESSA_SLOTS = (0, 10, 17)  # local hours where the morning, afternoon and evening periods begin
 
 
@@ -290,6 +291,9 @@ def check_spec(spec: DatasetSpec) -> None:
         raise DataError(f"unknown dataset {spec.protocol!r}; known: {', '.join(PROTOCOLS)}")
     if spec.scale is not None and not (math.isfinite(spec.scale) and spec.scale > 0):
         raise DataError(f"--scale must be a positive number, not {spec.scale}")
+    if spec.scale is not None and spec.scale > MAX_SCALE:
+        raise DataError(f"--scale {spec.scale:g}: at most {MAX_SCALE:g} (1.0 is the paper's size, millions of "
+                        "interactions)")
     for flag, value in (("--min-user-interactions", spec.min_user_interactions),
                         ("--min-item-interactions", spec.min_item_interactions)):
         if value is not None and value < 0:
@@ -304,8 +308,8 @@ def check_spec(spec: DatasetSpec) -> None:
         parse_split(spec.split)
     if spec.retrain_start is not None and spec.retrain_start < 1:
         raise DataError(f"--retrain-start {spec.retrain_start}: the first retraining period is 1 or later")
-    if spec.seed < 0:
-        raise DataError(f"--seed must be 0 or more, not {spec.seed}")
+    if not 0 <= spec.seed < 2**63:
+        raise DataError(f"--seed must be 0 or more and below 2^63, not {spec.seed}")
     if spec.protocol != "csv" and spec.csv:  # never dropped silently
         raise DataError(f"the csv column options apply to the csv dataset, not {spec.protocol}")
     if spec.csv.get("time_format") is not None:
