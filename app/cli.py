@@ -66,7 +66,7 @@ def store_trouble(exc: Exception) -> str | None:
                 "(whatever was committed is kept)")
     if "full" in low:
         return f"no room left for the results store ({reason}); free some space and continue (committed periods are kept)"
-    if "no such column" in low or "no such table" in low or "not null constraint failed" in low:
+    if any(sign in low for sign in ("no such column", "has no column", "no such table", "not null constraint failed")):
         return (f"the results store does not have the shape this version of sml-sim writes ({reason}): it was "
                 "made by another version, or changed by hand; use another --db")
     return None

@@ -3,6 +3,7 @@ metrics recomputed from the exported cases."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from app.cli import app
@@ -975,3 +977,64 @@ def test_periods_of_csv_scenarios_tells_their_files_apart(cli, tiny_scenario):
         assert cli("ingest", toml, "--db", db).exit_code == 0
     assert "a.csv" in cli("periods", a, "--db", db).stdout
     assert "b.csv" in cli("periods", b, "--db", db).stdout
+
+
+def test_out_of_range_numbers_are_one_line_errors(cli, finished_run, one_line_error):
+    """A run id or seed past 64 bits, a huge --threads or --scale: OverflowError, MemoryError or a
+    segmentation fault, with exit 1 or 139."""
+    db = finished_run["db"]
+    huge = "99999999999999999999"
+    for argv, said in ((["runs", huge, "--db", db], f"no run {huge}"),
+                       (["export", huge, "--out", "-", "--db", db], f"no run {huge}"),
+                       (["run", "--resume", huge, "--db", db], f"no run {huge}"),
+                       (["run", "demo", "--seed", huge, "--db", db], "below 2^63"),
+                       (["run", "demo", "--scale", "1e9", "--db", db], "--scale 1e+09: at most 100"),
+                       (["run", "demo", "--threads", "100000", "--db", db], "--threads 100000: at most")):
+        one_line_error(cli(*argv), contains=said)
+
+
+def test_a_damaged_or_foreign_shaped_store_is_one_line_not_an_internal_error(cli, tmp_path, tiny_scenario,
+                                                                              one_line_error):
+    import shutil
+    import sqlite3
+
+    toml = tiny_scenario(methods=("pop",), n=600)
+    good = tmp_path / "good.db"
+    assert cli("run", toml, "--db", f"sqlite:///{good}").exit_code == 0
+    with contextlib.closing(sqlite3.connect(good)) as con:  # fold the WAL in: the pages below are the data
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(good, damaged)
+    page = sqlite3.connect(good).execute("PRAGMA page_size").fetchone()[0]
+    with open(damaged, "r+b") as f:
+        for k in range(2, damaged.stat().st_size // page):
+            f.seek(k * page)
+            f.write(b"\xff" * 16)
+    for argv in (["runs", "1"], ["export", "1", "--out", "-"]):
+        line = one_line_error(cli(*argv, "--db", f"sqlite:///{damaged}"))
+        assert "damaged" in line or "cannot open" in line, line
+    foreign = tmp_path / "foreign.db"
+    shutil.copy(good, foreign)
+    with contextlib.closing(sqlite3.connect(foreign)) as con:  # a column a later version might add
+        con.execute("ALTER TABLE runs ADD COLUMN project TEXT NOT NULL DEFAULT 'x'")
+        con.execute("CREATE TABLE runs2 AS SELECT * FROM runs")
+        con.execute("DROP TABLE runs")
+        con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, project TEXT NOT NULL)")
+        con.commit()
+    one_line_error(cli("run", toml, "--db", f"sqlite:///{foreign}"), contains="does not have the shape")
+
+
+def test_delete_force_never_removes_a_run_alive_on_this_machine(cli, tmp_path, tiny_scenario, one_line_error):
+    """--force is for a process on another machine; a live one here crashed when its run vanished."""
+    import socket
+
+    from db.store import Store
+
+    toml = tiny_scenario(methods=("pop",))
+    url = f"sqlite:///{tmp_path}/live.db"
+    run_id = interrupted_run(Store(url), toml).run_id
+    with Store(url).engine.begin() as conn:  # the run, as a live process of this machine holds it
+        conn.execute(text("UPDATE runs SET status = 'running', owner = :o WHERE id = :r"),
+                     {"o": f"{socket.gethostname()}:{os.getppid()}", "r": run_id})
+    one_line_error(cli("delete", str(run_id), "--yes", "--force", "--db", url), contains="on this machine right now")
+    assert Store(url).run(run_id).status == "running"
