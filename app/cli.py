@@ -607,6 +607,7 @@ def run(
     """Replay a dataset headless: retrain every method at every period, score it on the next, and end with a Table-1-style summary."""
     from db.replay import Replay
     from db.store import Store
+    from sml_sim.engine import CheckpointError
 
     check_threads(threads)
     if out_csv is not None:
@@ -680,6 +681,9 @@ def run(
                      f"--out FILE{escape(db_flag(db))}` the periods so far" if out_csv is not None else "")
         err.print(f"interrupted: committed periods are kept{reached}; continue with `{resume_cmd}`{unwritten}")
         raise typer.Exit(130) from None
+    except CheckpointError as exc:  # the run cannot go on as it was, but it did not fail: left interrupted
+        replay.interrupted()
+        raise UserError(f"run {replay.run_id} cannot continue: {exc}") from None
     except BaseException as exc:
         replay.interrupted(f"{type(exc).__name__}: {exc}")
         raise

@@ -183,12 +183,12 @@ class ReplayEngine:
 
     def _initial_mf(self, need: bool):
         path = self.checkpoint_dir / "_initial.pt" if self.checkpoint_dir else None
+        if not need:  # every MF method resumes from its own checkpoint: the initial model is not read
+            return pretrain_mf_shell(self.ctx, self.pretrain_params)
         if path is not None and path.exists():
             model = pretrain_mf_shell(self.ctx, self.pretrain_params)
-            model.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+            model.load_state_dict(_read_checkpoint(path, self.device))
             return model
-        if not need:  # every MF method resumes from its own checkpoint
-            return pretrain_mf_shell(self.ctx, self.pretrain_params)
         model = pretrain_mf(self.ctx, self.pretrain_params)
         if path is not None:
             self._atomic_save(model.state_dict(), path)
@@ -285,7 +285,21 @@ class ReplayEngine:
         path = self._ckpt_path(method, period) if self.checkpoint_dir else None
         if path is None or not path.exists():
             raise FileNotFoundError(f"no checkpoint of {method} for period {period} (looked for {path})")
-        return torch.load(path, map_location=self.device, weights_only=False)
+        return _read_checkpoint(path, self.device)
+
+
+class CheckpointError(Exception):
+    """A checkpoint a run needs to continue cannot be read (damaged or truncated): the run cannot go
+    on from where it was, but nothing it stored is wrong."""
+
+
+def _read_checkpoint(path: Path, device: torch.device):
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - unpickling a damaged file raises almost anything
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"the checkpoint {path} cannot be read ({reason}): restore it from a copy of the "
+                              "checkpoints folder, or start the run again as a new run") from exc
 
 
 def checkpoint_file(folder: Path, method: str, period: int) -> Path:

@@ -693,3 +693,19 @@ def test_paused_method_is_skipped_and_catches_up(make_dataset):
     assert [(r.method, r.period) for r in catch_up] == [("random", 3)]
     eng.run()
     assert eng.finished and eng.committed == {"pop": 5, "random": 5}
+
+
+def test_a_damaged_checkpoint_is_one_line_and_leaves_the_run_interrupted(cli, tiny_scenario, tmp_path, one_line_error):
+    """It gave 'internal error: ValueError: invalid literal ...' and marked the run failed."""
+    toml = tiny_scenario(methods=("pop", "fine"))
+    db = f"sqlite:///{tmp_path}/dmg.db"
+    rp = interrupted_run(Store(db), toml, steps=2)
+    from db.replay import checkpoint_root
+
+    folder = checkpoint_root(Store(db)) / f"run-{rp.run_id}"
+    damaged = sorted(folder.glob("fine.p*.pt"))[0]
+    damaged.write_text("garbage\n")
+    (folder / "_initial.pt").write_text("garbage\n")  # not read: every method has its own checkpoint
+    line = one_line_error(cli("run", "--resume", rp.run_id, "--db", db), 2)
+    assert f"run {rp.run_id} cannot continue: the checkpoint {damaged} cannot be read" in line, line
+    assert Store(db).run(rp.run_id).status == "interrupted"

@@ -814,8 +814,8 @@ class ReplayApp(App):
         if replay is not None:
             if replay.engine.finished:
                 replay.finish()
-            else:
-                replay.interrupted(self.fatal_error)
+            else:  # a damaged checkpoint stops the run without failing it: it stays interrupted
+                replay.interrupted(None if (self.fatal_error or "").startswith("CheckpointError") else self.fatal_error)
         outdated = False
         if replay is not None and self.last_export is not None:
             # results committed after the export: the store's count no longer matches the file's
