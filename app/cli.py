@@ -598,6 +598,8 @@ def run(
                                                 metavar="FILE")] = None,
     resume: Annotated[int | None, typer.Option("--resume", help="Continue run RUN_ID from its last committed "
                                                "period, with its own settings.", metavar="RUN_ID")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --resume: continue a run that a process of another "
+                                        "machine seems to hold, once you know that process is gone.")] = False,
     periods: PeriodsOpt = None, period_length: PeriodLenOpt = None, min_user_interactions: MinUserOpt = None,
     min_item_interactions: MinItemOpt = None, split: SplitOpt = None, retrain_start: StartOpt = None,
     user_col: UserColOpt = None, item_col: ItemColOpt = None, time_col: TimeColOpt = None,
@@ -617,7 +619,7 @@ def run(
     if resume is not None:
         if target is not None:
             raise UserError("give either DATASET_OR_SCENARIO or --resume RUN_ID, not both")
-        refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv"})
+        refuse_new_settings(ctx, resume, keep={"resume", "db", "threads", "out_csv", "force"})
         store = Store(db, create=False)
         if out_csv is not None:
             refuse_overwriting_inputs(out_csv, db, spec=stored_spec(store.run(resume).config), complete=True)
@@ -630,12 +632,14 @@ def run(
             write_out_csv(store, resume, out_csv, db)
             exit_if_methods_failed(store, resume)
             return
-        replay = Replay.resume(store, resume)
+        replay = Replay.resume(store, resume, take_over=force)
         record_thread_switch(store, resume, *switch)
         out.print(f"resuming run {resume} ({replay.dataset.name}) from period {replay.engine.next_step + 1}")
     else:
         if target is None:
             raise UserError("name a dataset or scenario to run (e.g. `sml-sim run demo`), or --resume RUN_ID")
+        if force:
+            raise UserError("--force goes with --resume RUN_ID (a new run has no other process to take over from)")
         cfg = build_config(target, data=data, methods=methods, seed=seed, device=device, scale=scale,
                            periods=periods, period_length=period_length, min_user=min_user_interactions,
                            min_item=min_item_interactions, split=split, start=retrain_start,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from db.store import Store, StoreError, fingerprint, this_process
+from db.store import Store, StoreError, fingerprint, process_alive_here, this_process
 from sml_sim.config import RunConfig
 from sml_sim.data import load_dataset
 from sml_sim.data.base import Dataset
@@ -107,12 +107,20 @@ class Replay:
         return cls(store, run_id, config, dataset, dataset_id, cancel)
 
     @classmethod
-    def resume(cls, store: Store, run_id: int, progress=None, cancel=None) -> Replay:
+    def resume(cls, store: Store, run_id: int, progress=None, cancel=None, take_over: bool = False) -> Replay:
+        """Continue a run. ``take_over``: also one that a process of another machine (or of this one
+        under another host name, as in a restarted container) seems to hold, which this one cannot
+        check; never one that a live process of this machine holds."""
         info = store.run(run_id)
-        if info.status == "running" and info.owner not in (None, this_process()):
-            # its owner is alive, or on another host (a dead local one reads "interrupted")
+        if info.status == "running" and process_alive_here(info.owner):
+            raise StoreError(f"run {run_id} is being run by process {info.owner.rpartition(':')[2]} on this machine "
+                             "right now; wait for it, or stop it first (its committed periods are kept)")
+        if info.status == "running" and info.owner not in (None, this_process()) and not take_over:
+            # on another host (a dead local one reads "interrupted")
             raise StoreError(f"run {run_id} is being run by another process ({info.owner}) right now; wait "
-                             "for it, or stop it first (its committed periods are kept)")
+                             "for it, or stop it first (its committed periods are kept); if it is gone (another "
+                             "machine, or a container since restarted), `run --resume "
+                             f"{run_id} --force` continues it here")
         missing = missing_checkpoints(store, run_id)
         if missing:  # said before anything is loaded, and the run is left as it was
             folder = missing[0].parent

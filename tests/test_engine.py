@@ -709,3 +709,21 @@ def test_a_damaged_checkpoint_is_one_line_and_leaves_the_run_interrupted(cli, ti
     line = one_line_error(cli("run", "--resume", rp.run_id, "--db", db), 2)
     assert f"run {rp.run_id} cannot continue: the checkpoint {damaged} cannot be read" in line, line
     assert Store(db).run(rp.run_id).status == "interrupted"
+
+
+def test_a_run_held_by_another_machines_process_continues_only_with_force(cli, tiny_scenario, tmp_path,
+                                                                        one_line_error):
+    """Killed on another host, or in a container whose host name changed: it could never be resumed."""
+    from sqlalchemy import text
+
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{tmp_path}/away.db"
+    rp = interrupted_run(Store(db), toml)
+    with Store(db).engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET status = 'running', owner = 'deadnode:4242' WHERE id = :r"),
+                     {"r": rp.run_id})
+    one_line_error(cli("run", "--resume", rp.run_id, "--db", db), 2, contains="--force` continues it here")
+    r = cli("run", "--resume", rp.run_id, "--db", db, "--force")
+    assert r.exit_code == 0, r.stderr
+    assert Store(db).run(rp.run_id).status == "finished"
+    one_line_error(cli("run", toml, "--db", db, "--force"), 2, contains="--force goes with --resume")
