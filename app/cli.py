@@ -127,6 +127,8 @@ def checked_out_path(text: str, db: str | None = None, inputs: tuple = ()) -> Pa
     a Path would drop the trailing / of a folder that does not exist yet, and write a file there.)"""
     if text == "-":  # standard output
         return Path(text)
+    if not text.strip():
+        raise UserError("--out needs a file name (or - for standard output)")
     path = Path(text).expanduser()
     if path.is_dir() or text.endswith(("/", os.sep)):
         raise UserError(f"--out {text} is a folder; give a file name, e.g. {path / 'results.csv'}")
@@ -351,6 +353,7 @@ def ingest(
                             period_length=period_length, min_user=min_user_interactions,
                             min_item=min_item_interactions, split=split, start=retrain_start,
                             csv_opts=csv_opts, data_only=True).dataset
+    Store.check_location(db)  # a bad --db is said before the data is read
     try:
         ds = load_with_progress(spec, quiet=as_json)
         store = Store(db)

@@ -239,8 +239,14 @@ class Store:
     @staticmethod
     def check_location(url: str | None) -> None:
         """Refuse, before any long work, a store that cannot be opened: a malformed URL, a missing
-        driver, or an SQLite file whose folder does not exist (``make_engine`` checks). Creates nothing."""
-        make_engine(url or default_url()).dispose()
+        driver, or an SQLite file whose folder does not exist (``make_engine`` checks), or an in-memory
+        one, which would lose everything when the command ends. Creates nothing."""
+        url = url or default_url()
+        parsed = parse_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            raise StoreError(f"--db {url} is an in-memory database: everything stored would be lost when the "
+                             "command ends; give a file, e.g. sqlite:///results.db")
+        make_engine(url).dispose()
 
     def _add_missing_columns(self) -> None:
         """Stores made by an earlier version lack columns added since (create_all adds tables only)."""

@@ -396,6 +396,22 @@ def test_bad_db_url_exits_2(cli, tmp_path, one_line_error, url_kind):
     one_line_error(r, 2)
 
 
+@pytest.mark.parametrize("command", [["ingest", "movielens", "--data", "{ok}", "--periods", "6"],
+                                     ["run", "movielens", "--data", "{ok}", "--periods", "6", "--methods", "pop"]])
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_store_is_refused_where_it_would_lose_the_work(cli, tmp_path, one_line_error, command, url):
+    """`run --db sqlite://` reported success and kept nothing."""
+    ok = _movielens_file(tmp_path / "ok.data", n=60)
+    argv = [a.format(ok=ok) for a in command]
+    one_line_error(cli(*argv, "--db", url), 2, contains="is an in-memory database")
+
+
+def test_an_empty_out_is_refused(cli, tmp_path, one_line_error):
+    ok = _movielens_file(tmp_path / "ok.data", n=60)
+    one_line_error(cli("run", "movielens", "--data", ok, "--periods", "6", "--out", "", "--db",
+                       f"sqlite:///{tmp_path}/e.db"), 2, contains="--out needs a file name")
+
+
 def test_db_file_that_is_not_a_database_exits_2(cli, tmp_path, one_line_error):
     junk = tmp_path / "junk.db"
     junk.write_text("this is not an SQLite database, just some text that is long enough to have a header\n")
