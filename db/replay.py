@@ -113,7 +113,7 @@ class Replay:
         check; never one that a live process of this machine holds."""
         info = store.run(run_id)
         if info.status == "running" and process_alive_here(info.owner):
-            raise StoreError(f"run {run_id} is being run by process {info.owner.rpartition(':')[2]} on this machine "
+            raise StoreError(f"run {run_id} is being run by another process (PID {info.owner.rpartition(':')[2]} on this machine) "
                              "right now; wait for it, or stop it first (its committed periods are kept)")
         if info.status == "running" and info.owner not in (None, this_process()) and not take_over:
             # on another host (a dead local one reads "interrupted")

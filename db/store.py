@@ -647,7 +647,7 @@ class Store:
         that a live process may be running (on this host, or another) is refused unless ``force``."""
         info = self.run(run_id)
         if info.status == "running" and process_alive_here(info.owner):  # --force is for a machine we cannot see
-            raise StoreError(f"run {run_id} is being run by process {info.owner.rpartition(':')[2]} on this machine "
+            raise StoreError(f"run {run_id} is being run by another process (PID {info.owner.rpartition(':')[2]} on this machine) "
                              "right now; stop it first (its committed periods are kept)")
         if info.status == "running" and info.owner not in (None, this_process()) and not force:
             raise StoreError(f"run {run_id} is being run by {info.owner} right now; stop it first, or add --force "

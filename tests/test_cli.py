@@ -1036,5 +1036,5 @@ def test_delete_force_never_removes_a_run_alive_on_this_machine(cli, tmp_path, t
     with Store(url).engine.begin() as conn:  # the run, as a live process of this machine holds it
         conn.execute(text("UPDATE runs SET status = 'running', owner = :o WHERE id = :r"),
                      {"o": f"{socket.gethostname()}:{os.getppid()}", "r": run_id})
-    one_line_error(cli("delete", str(run_id), "--yes", "--force", "--db", url), contains="on this machine right now")
+    one_line_error(cli("delete", str(run_id), "--yes", "--force", "--db", url), contains="another process (PID")
     assert Store(url).run(run_id).status == "running"
