@@ -59,16 +59,17 @@ def store_trouble(exc: Exception) -> str | None:
         return None
     reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
     low = reason.lower()
-    if "malformed" in low or "not a database" in low:
-        return f"the results store is damaged ({reason}); restore it from a copy, or use another --db"
-    if "locked" in low or "busy" in low:
-        return (f"the results store stayed locked by another process ({reason}); try again when it is done "
-                "(whatever was committed is kept)")
-    if "full" in low:
-        return f"no room left for the results store ({reason}); free some space and continue (committed periods are kept)"
+    # The shape first: a column's name (full_rank) may hold any of the words tested after it.
     if any(sign in low for sign in ("no such column", "has no column", "no such table", "not null constraint failed")):
         return (f"the results store does not have the shape this version of sml-sim writes ({reason}): it was "
                 "made by another version, or changed by hand; use another --db")
+    if "malformed" in low or "file is not a database" in low:
+        return f"the results store is damaged ({reason}); restore it from a copy, or use another --db"
+    if "database is locked" in low or "database is busy" in low:
+        return (f"the results store stayed locked by another process ({reason}); try again when it is done "
+                "(whatever was committed is kept)")
+    if "database or disk is full" in low:
+        return f"no room left for the results store ({reason}); free some space and continue (committed periods are kept)"
     return None
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import threading
 from pathlib import Path
 
 import torch
 
-from db.store import Store, StoreError, fingerprint, process_alive_here, this_process
+from db.store import Store, StoreError, default_url, fingerprint, process_alive_here, this_process
 from sml_sim.config import RunConfig
 from sml_sim.data import load_dataset
 from sml_sim.data.base import Dataset
@@ -117,10 +118,11 @@ class Replay:
                              "right now; wait for it, or stop it first (its committed periods are kept)")
         if info.status == "running" and info.owner not in (None, this_process()) and not take_over:
             # on another host (a dead local one reads "interrupted")
+            db = "" if store.url == default_url() else f" --db {shlex.quote(store.url)}"
             raise StoreError(f"run {run_id} is being run by another process ({info.owner}) right now; wait "
                              "for it, or stop it first (its committed periods are kept); if it is gone (another "
-                             "machine, or a container since restarted), `run --resume "
-                             f"{run_id} --force` continues it here")
+                             "machine, or a container since restarted), `sml-sim run --resume "
+                             f"{run_id} --force{db}` continues it here")
         missing = missing_checkpoints(store, run_id)
         if missing:  # said before anything is loaded, and the run is left as it was
             folder = missing[0].parent

@@ -1038,3 +1038,13 @@ def test_delete_force_never_removes_a_run_alive_on_this_machine(cli, tmp_path, t
                      {"o": f"{socket.gethostname()}:{os.getppid()}", "r": run_id})
     one_line_error(cli("delete", str(run_id), "--yes", "--force", "--db", url), contains="another process (PID")
     assert Store(url).run(run_id).status == "running"
+
+
+def test_a_column_named_full_is_not_taken_for_a_full_disk():
+    from sqlalchemy.exc import OperationalError
+
+    from app.cli import store_trouble
+
+    said = store_trouble(OperationalError("INSERT", {}, Exception("table case_ranks has no column named full_rank")))
+    assert "does not have the shape" in said and "room" not in said
+    assert "no room left" in store_trouble(OperationalError("INSERT", {}, Exception("database or disk is full")))

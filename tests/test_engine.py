@@ -722,7 +722,8 @@ def test_a_run_held_by_another_machines_process_continues_only_with_force(cli, t
     with Store(db).engine.begin() as conn:
         conn.execute(text("UPDATE runs SET status = 'running', owner = 'deadnode:4242' WHERE id = :r"),
                      {"r": rp.run_id})
-    one_line_error(cli("run", "--resume", rp.run_id, "--db", db), 2, contains="--force` continues it here")
+    line = one_line_error(cli("run", "--resume", rp.run_id, "--db", db), 2)
+    assert f"`sml-sim run --resume {rp.run_id} --force --db {db}` continues it here" in line, line  # followable
     r = cli("run", "--resume", rp.run_id, "--db", db, "--force")
     assert r.exit_code == 0, r.stderr
     assert Store(db).run(rp.run_id).status == "finished"

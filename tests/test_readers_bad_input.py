@@ -103,7 +103,7 @@ def _bad_inputs(tmp_path):
         ("misspelt time format", ["ingest", "csv", "--data", tiny, "--time-format", "unix-s"],
          "--time-format 'unix-s' is not unix, unix-ms, iso or a strptime pattern"),
         ("period length in months", ["ingest", "csv", "--data", tiny, "--period-length", "1M"], "is not a duration"),
-        ("csv gzip-compressed", ["ingest", "csv", "--data", gz], "is gzip-compressed: unpack it first (gunzip -k"),
+        ("csv gzip-compressed", ["ingest", "csv", "--data", gz], "is gzip-compressed: unpack it first, e.g. gzip -dc"),
         ("csv saved as UTF-16", ["ingest", "csv", "--data", utf16], "holds UTF-16 text or binary data"),
         ("csv that is JSON lines", ["ingest", "csv", "--data", sparse], "looks like JSON lines"),
         ("csv of blank lines", ["ingest", "csv", "--data", blank], "the first line of"),
@@ -270,6 +270,20 @@ def test_a_row_with_extra_fields_is_skipped_not_read_shifted(tmp_path):
     ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4, min_user_interactions=1, min_item_interactions=1))
     assert len(ds.users) == 40 and ds.skipped_lines == 1 and ds.times.min() >= 1_700_000_000
     assert any("(first: line 22: '1,2,3,4,5')" in n for n in ds.notes), ds.notes
+
+
+def test_rows_wider_than_the_header_are_read_when_that_is_the_files_shape(tmp_path):
+    """A header naming fewer columns than every row has is the file's shape, not shifted rows; and a
+    headerless file's title line does not set a width the other rows then exceed."""
+    wide = _csv(tmp_path / "wide.csv", [f"u{k % 5},i{k % 7},{1_700_000_000 + 3600 * k},4\n" for k in range(40)])
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(wide), periods=4))
+    assert len(ds.users) == 40 and any("40 of 40 rows have more fields than the header names (3)" in n
+                                       for n in ds.notes), ds.notes
+    titled = _csv(tmp_path / "titled.csv", [f"u{k % 5},i{k % 7},{1_700_000_000 + 3600 * k}\n" for k in range(40)],
+                  header="# ratings export")
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(titled), periods=4,
+                                  csv={"header": False, "user_col": "0", "item_col": "1", "time_col": "2"}))
+    assert len(ds.users) == 40 and ds.skipped_lines == 1
 
 
 @pytest.mark.parametrize("stamp, fmt", [("1997092{k}", "%Y%m%d"), ("1997092{k}030510", "%Y%m%d%H%M%S")])

@@ -475,3 +475,14 @@ def test_only_one_of_two_simultaneous_resumes_takes_the_run(tmp_path, tiny_scena
         conn.execute(text("UPDATE runs SET owner = :o WHERE id = :r"), {"o": other_process, "r": run_id})
     assert not other.claim_run(run_id, seen)
     assert other.run(run_id).owner == other_process
+
+
+def test_a_new_reading_of_a_csv_file_is_not_taken_for_the_stored_old_one(tmp_path):
+    """The reader changed how it reads some csv files: a store must not reuse a dataset stored by the old reading."""
+    from sml_sim.data import DatasetSpec, load_dataset
+    from sml_sim.data.protocols import READING_VERSION
+
+    path = tmp_path / "t.csv"
+    path.write_text("user,item,time\n" + "".join(f"u{k % 5},i{k % 7},{1_700_000_000 + 3600 * k}\n" for k in range(40)))
+    ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
+    assert ds.params["reading"] == READING_VERSION["csv"] >= 2 and READING_VERSION["movielens"] >= 2

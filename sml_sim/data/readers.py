@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import shlex
 from array import array
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -65,10 +66,12 @@ def _printable(key: str) -> str:
         return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-_PACKED = ((b"\x1f\x8b", "gzip-compressed: unpack it first (gunzip -k FILE)"),
-           (b"PK\x03\x04", "a zip archive: unpack it first (unzip FILE)"),
-           (b"BZh", "bzip2-compressed: unpack it first (bunzip2 -k FILE)"),
-           (b"\xfd7zXZ", "xz-compressed: unpack it first (unxz -k FILE)"))
+# -c works whatever the file's suffix (gunzip -k refuses a name without .gz).
+_PACKED = ((b"\x1f\x8b", "gzip-compressed: unpack it first, e.g. gzip -dc FILE > data.csv"),
+           (b"PK\x03\x04", "a zip archive (or a spreadsheet workbook): extract the CSV from it, or save the "
+                            "sheet as CSV, first"),
+           (b"BZh", "bzip2-compressed: unpack it first, e.g. bzip2 -dc FILE > data.csv"),
+           (b"\xfd7zXZ", "xz-compressed: unpack it first, e.g. xz -dc FILE > data.csv"))
 
 
 def refuse_other_formats(path: Path, expected: str) -> None:
@@ -78,7 +81,7 @@ def refuse_other_formats(path: Path, expected: str) -> None:
         head = f.read(4096)
     for magic, what in _PACKED:
         if head.startswith(magic):
-            raise DataError(f"{path} is {what.replace('FILE', path.name)}")
+            raise DataError(f"{path} is {what.replace('FILE', shlex.quote(str(path)))}")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
         raise DataError(f"{path} holds UTF-16 text or binary data (NUL bytes), not {expected}: save it as UTF-8 text")
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
@@ -608,18 +611,20 @@ def read_csv(
         time_name = repr(names[cols[2]]) if names is not None else f"{cols[2]} (0-based)"
         first_row: list[str] | None = None
         first_skipped = None  # (file line, text) of the first row skipped (for the note)
-        fields = len(names) if names is not None else None  # a headerless file: its first row's count
+        # Rows with more non-empty fields than the header names (a stray delimiter, a shifted row)
+        # make every column suspect: 1,2,3,4,5 under user,item,time would read the time 3 (1970).
+        # Where they are a few among many they are dropped below; where most rows are so, that is
+        # the file's shape (a header naming fewer columns than there are) and they are read.
+        extra: list[int] = []  # their positions among the rows read
+        first_extra = None
         line0 = 2 if header else 1  # file line of the first data row (for messages)
         for n, row in enumerate(reader, line0):
             if not row:
                 continue
             if first_row is None:
                 first_row = row
-                fields = fields or len(row)
             try:
-                # Extra non-empty fields (a stray delimiter, a shifted row) make every column suspect:
-                # 1,2,3,4,5 under user,item,time would read the time 3 (1970).
-                if len(row) < width or (len(row) > fields and any(f.strip() for f in row[fields:])):
+                if len(row) < width:
                     raise ValueError
                 raw = row[cols[2]].strip()
                 ts = parse_time(raw)
@@ -633,11 +638,25 @@ def read_csv(
             if not _plausible(ts):
                 bad_times.add(ts, n, raw)
                 continue
+            if names is not None and len(row) > len(names) and any(f.strip() for f in row[len(names):]):
+                extra.append(len(times))
+                first_extra = first_extra or (n, _printable(delimiter.join(row)))
             users.append(user_id(u))
             items.append(item_id(i))
             times.append(ts)
             if progress is not None and n % _PROGRESS_EVERY == 0:
                 progress(min(total, n * 32), total)
+    extra_note, dropped = None, 0
+    if extra and len(extra) * 10 < len(times):  # a few shifted rows among good ones: not to be trusted
+        keep = np.ones(len(times), dtype=bool)
+        keep[extra] = False
+        users, items, times = (np.frombuffer(a, dtype=np.int64)[keep] for a in (users, items, times))
+        dropped = len(extra)
+        extra_note = (f"skipped {len(extra)} row(s) with more fields than the header's {len(names)}, whose columns "
+                      f"cannot be trusted (first: line {first_extra[0]}: '{_shown(first_extra[1][:60])}')")
+    elif extra:
+        extra_note = (f"{len(extra)} of {len(times)} rows have more fields than the header names ({len(names)}); "
+                      "they were read by position")
     unix_format = time_format if time_format in ("unix", "unix-ms") else None
     time_note = bad_times.check(path, f"time(s) in column {time_name} (read as --time-format {time_format})",
                                 len(times), unix_format=unix_format)
@@ -653,14 +672,15 @@ def read_csv(
     if time_format == "unix" and _all_compact_dates(np.frombuffer(times, dtype=np.int64)):
         raise DataError(f"{path}: the {len(times)} times in column {time_name} look like dates written as "
                         f"YYYYMMDD (first: {times[0]}), not unix seconds: try --time-format %Y%m%d")
-    notes = [f"skipped {skipped} row(s) with missing or extra fields or unparsable times (first: line "
-             f"{first_skipped[0]}: {first_skipped[1][:60]!r})"] if skipped else []
+    notes = [f"skipped {skipped} row(s) with missing fields or unparsable times (first: line {first_skipped[0]}: "
+             f"'{_shown(first_skipped[1][:60])}')"] if skipped else []
+    _time_note(notes, extra_note)
     _time_note(notes, time_note)
     if time_format == "unix-ms" and times and max(times) < 62 * 86400:  # all before March 1970
         notes.append("every time falls in the first two months of 1970: if the values are unix seconds, "
                      "read them with --time-format unix")
     _time_note(notes, _narrow_times_note(np.frombuffer(times, dtype=np.int64), time_name, time_format))
-    return _columns(users, items, times, skipped + bad_times.count, notes, user_id, item_id)
+    return _columns(users, items, times, skipped + dropped + bad_times.count, notes, user_id, item_id)
 
 
 def data_root() -> Path:
