@@ -38,9 +38,10 @@ from db.models import (
 )
 
 DEFAULT_DB_FILE = "sml-sim.db"
-# How long a write waits for another process's (an ingest of a multi-GB file into the same store
-# holds its lock for minutes): long enough that a running replay outlasts it rather than fails.
-BUSY_TIMEOUT_S = 600
+# How long a write waits for another process's lock (an ingest of a multi-GB file into the same store
+# holds it for a minute or two): long enough that a running replay outlasts it rather than fails, short
+# enough that a command stuck behind a forgotten lock says so (Ctrl-C acts only once the wait ends).
+BUSY_TIMEOUT_S = 120
 
 
 class StoreError(Exception):
@@ -351,13 +352,25 @@ class Store:
                        progress: Callable[[int], None] | None) -> int:
         stats = stats or dataset.period_stats()
         written = 0
-        # Take the write lock before reading what is stored (a no-op update of the dataset's row): two
-        # processes writing the same periods at once would both find them missing, and the second
-        # insert would break the unique key. The second now waits, then finds them stored.
+        periods = list(periods)
+
+        def stored() -> tuple[set, set]:
+            done = set(conn.execute(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)).scalars())
+            named = set(conn.execute(select(RawIdsRow.period).where(RawIdsRow.dataset_id == dataset_id))
+                        .scalars()) if done else set()
+            return done, named
+
+        done, named = stored()
+        if all(t in done and t in named for t in periods):  # nothing to write: no lock taken (a viewer)
+            for t in periods:
+                if progress:
+                    progress(t)
+            return 0
+        # Take the write lock before reading again what is stored (a no-op update of the dataset's
+        # row): two processes writing the same periods at once would both find them missing, and the
+        # second insert would break the unique key. The second now waits, then finds them stored.
         conn.execute(update(DatasetRow).where(DatasetRow.id == dataset_id).values(n_periods=DatasetRow.n_periods))
-        done = set(conn.execute(select(PeriodRow.index).where(PeriodRow.dataset_id == dataset_id)).scalars())
-        named = set(conn.execute(select(RawIdsRow.period).where(RawIdsRow.dataset_id == dataset_id)).scalars()) \
-            if done else set()
+        done, named = stored()
         for t in periods:
             if t in done:
                 if t not in named:  # stored by a version that kept no raw ids: add them now

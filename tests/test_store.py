@@ -486,3 +486,23 @@ def test_a_new_reading_of_a_csv_file_is_not_taken_for_the_stored_old_one(tmp_pat
     path.write_text("user,item,time\n" + "".join(f"u{k % 5},i{k % 7},{1_700_000_000 + 3600 * k}\n" for k in range(40)))
     ds = load_dataset(DatasetSpec(protocol="csv", data=str(path), periods=4))
     assert ds.params["reading"] == READING_VERSION["csv"] >= 2 and READING_VERSION["movielens"] >= 2
+
+
+def test_rewriting_stored_periods_takes_no_write_lock(store, dataset, tmp_path):
+    """Opening a stored run (a viewer) rewrites nothing, so it must not wait behind another writer."""
+    import sqlite3
+    import threading
+
+    did = store.register_dataset(dataset, fingerprint({"name": "toy"}))
+    store.write_periods(did, dataset, range(6))
+    holder = sqlite3.connect(tmp_path / "x.db", isolation_level=None, timeout=1)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        done = []
+        viewer = threading.Thread(target=lambda: done.append(store.write_periods(did, dataset, range(6))), daemon=True)
+        viewer.start()
+        viewer.join(10)
+        assert done == [0]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
