@@ -53,8 +53,10 @@ def this_process() -> str:
 
 
 def process_gone(owner: str | None) -> bool:
-    """True when ``owner`` ("host:pid") names a process of this host that no longer exists. A run
-    killed outright (SIGKILL, a closed terminal, the OOM killer) could not mark itself interrupted."""
+    """True when ``owner`` ("host:pid") names a process of this host that no longer exists, or whose
+    number now belongs to a program that is not Python (after a reboot, or in a container restarted
+    under the same host name, PID 1 is an init). A run killed outright (SIGKILL, a closed terminal,
+    the OOM killer) could not mark itself interrupted."""
     host, _, pid = (owner or "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False  # another machine's process, or no owner recorded: cannot tell
@@ -63,8 +65,18 @@ def process_gone(owner: str | None) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
-    return False
+        pass
+    return not _may_run_sml_sim(int(pid))
+
+
+def _may_run_sml_sim(pid: int) -> bool:
+    """Whether the live process ``pid`` can be an sml-sim one: a Python program. Where its command line
+    cannot be read (no /proc, another user's), it may be."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().lower()
+    except OSError:
+        return True
+    return not command or b"python" in command or b"sml-sim" in command or b"sml_sim" in command
 
 
 def process_alive_here(owner: str | None) -> bool:

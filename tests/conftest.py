@@ -260,3 +260,17 @@ def interrupted_run(store, scenario_file, steps: int = 1):
     replay.engine.run(until=replay.engine.first_step + steps - 1)
     replay.interrupted()
     return replay
+
+
+@pytest.fixture
+def live_python_process():
+    """(host:pid) of a live Python process other than this one, as another sml-sim process would be."""
+    import socket
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        yield f"{socket.gethostname()}:{proc.pid}"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import socket
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -561,7 +560,7 @@ def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finish
         os.utime(data, (stat.st_atime, stat.st_mtime))
 
 
-def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario):
+def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario, live_python_process):
     """The thread count changes the rounding of parallel sums: a run keeps the one it started with."""
     import torch
 
@@ -592,7 +591,7 @@ def test_a_run_records_its_thread_count_and_continues_with_it(cli, tiny_scenario
     with store.session() as s, s.begin():
         from db.models import RunRow
 
-        s.get(RunRow, 4).owner = f"{socket.gethostname()}:1"  # pid 1: alive, not us
+        s.get(RunRow, 4).owner = live_python_process  # alive, not us
     before = store.run(4).config
     r = cli("run", "--resume", "4", "--db", db, "--threads", "1")
     assert r.exit_code == 2 and "being run by another process" in r.stderr, r.stderr
@@ -1024,9 +1023,9 @@ def test_a_damaged_or_foreign_shaped_store_is_one_line_not_an_internal_error(cli
     one_line_error(cli("run", toml, "--db", f"sqlite:///{foreign}"), contains="does not have the shape")
 
 
-def test_delete_force_never_removes_a_run_alive_on_this_machine(cli, tmp_path, tiny_scenario, one_line_error):
+def test_delete_force_never_removes_a_run_alive_on_this_machine(cli, tmp_path, tiny_scenario, one_line_error,
+                                                                live_python_process):
     """--force is for a process on another machine; a live one here crashed when its run vanished."""
-    import socket
 
     from db.store import Store
 
@@ -1035,7 +1034,7 @@ def test_delete_force_never_removes_a_run_alive_on_this_machine(cli, tmp_path, t
     run_id = interrupted_run(Store(url), toml).run_id
     with Store(url).engine.begin() as conn:  # the run, as a live process of this machine holds it
         conn.execute(text("UPDATE runs SET status = 'running', owner = :o WHERE id = :r"),
-                     {"o": f"{socket.gethostname()}:{os.getppid()}", "r": run_id})
+                     {"o": live_python_process, "r": run_id})
     one_line_error(cli("delete", str(run_id), "--yes", "--force", "--db", url), contains="another process (PID")
     assert Store(url).run(run_id).status == "running"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -359,7 +360,7 @@ def test_read_only_open_of_awkward_paths_and_old_stores(tmp_path, dataset, monke
         Store(f"sqlite:///{old}", reading=True)
 
 
-def test_a_run_another_live_process_is_driving_cannot_be_resumed(tmp_path, tiny_scenario):
+def test_a_run_another_live_process_is_driving_cannot_be_resumed(tmp_path, tiny_scenario, live_python_process):
     """Two drivers of one run (a `run` and a `replay` reopening it) used to both write; the TUI then
     marked it interrupted while the other kept going."""
     from db.replay import Replay
@@ -368,11 +369,16 @@ def test_a_run_another_live_process_is_driving_cannot_be_resumed(tmp_path, tiny_
 
     store = Store(f"sqlite:///{tmp_path}/live.db")
     run_id = Replay.new(store, load_scenario(tiny_scenario(methods=("pop",)))).run_id
-    host = this_process().rpartition(":")[0]
-    with store.engine.begin() as c:  # pid 1 is always alive: another process holds the run
-        c.execute(text("UPDATE runs SET owner = :o WHERE id = :r"), {"o": f"{host}:1", "r": run_id})
+    with store.engine.begin() as c:  # another (live, Python) process holds the run
+        c.execute(text("UPDATE runs SET owner = :o WHERE id = :r"), {"o": live_python_process, "r": run_id})
     with pytest.raises(StoreError, match="another process"):
         Replay.resume(store, run_id)
+    host = this_process().rpartition(":")[0]
+    with store.engine.begin() as c:  # PID 1 is alive, but an init, not sml-sim: a number reused since
+        c.execute(text("UPDATE runs SET owner = :o WHERE id = :r"), {"o": f"{host}:1", "r": run_id})
+    init = Path("/proc/1/cmdline")
+    if init.exists() and b"python" not in init.read_bytes().lower():  # (where PID 1 is no Python program)
+        assert store.run(run_id).status == "interrupted"
     store.set_run_status(run_id, "running")  # this process owns it again
     assert Replay.resume(store, run_id).run_id == run_id
 
