@@ -566,12 +566,14 @@ def test_the_period_length_hint_can_be_followed(cli, tmp_path):
     """The suggested --period-length must itself be accepted, on sparse and on short data alike."""
     import re
 
-    for name, step in (("sparse", 97 * 86400 // 30), ("short", 190)):  # 30 rows over 97 days; over 1.6 hours
+    # 30 rows over 97 days or 1.6 hours, asked for too many periods; 5 rows over 5 days, for too few
+    for name, step, rows, asked in (("sparse", 97 * 86400 // 30, 30, "1s"), ("short", 190, 30, "1s"),
+                                    ("few", 86400 + 3600, 5, "7d")):
         path = tmp_path / f"{name}.csv"
         path.write_text("user,item,time\n" + "".join(f"u{k % 4},i{k % 5},{1_700_000_000 + step * k}\n"
-                                                     for k in range(30)))
+                                                     for k in range(rows)))
         db = f"sqlite:///{tmp_path}/{name}.db"
-        r = cli("ingest", "csv", "--data", path, "--period-length", "1s", "--min-user-interactions", "1",
+        r = cli("ingest", "csv", "--data", path, "--period-length", asked, "--min-user-interactions", "1",
                 "--min-item-interactions", "1", "--db", db)
         hint = re.search(r"try --period-length (\S+)", r.stderr)
         assert r.exit_code == 2 and hint, r.stderr

@@ -220,15 +220,16 @@ def fixed_window_cut(length_s: int, label: str = ""):
         n = span // length_s + 1
         if n < MIN_PERIODS:
             shown = label or f"{length_s}s"
-            hint = (f"try --period-length {_length_for(span, min(40, len(times)))} or --periods N" if span
-                    else "every interaction has the same time: check --time-col, or cut with --periods N")
+            length = _length_for(span, len(times)) if span else None
+            hint = ("every interaction has the same time: check --time-col, or cut with --periods N" if not span
+                    else f"try --period-length {length} or --periods N" if length else "cut with --periods N")
             raise DataError(f"--period-length {shown} cuts {readers.span_text(span)} of data into {n} period(s); "
                             f"at least {MIN_PERIODS} are needed (train, validation, test): {hint}")
         if n > len(times):
-            target = min(40, len(times))
+            length = _length_for(span, len(times))
+            hint = f"try --period-length {length} or --periods N" if length else "cut with --periods N"
             raise DataError(f"--period-length {label or f'{length_s}s'} cuts {readers.span_text(span)} of data into {n:,} "
-                            f"periods, more than its {len(times):,} interactions; try --period-length "
-                            f"{_length_for(span, target)} (at most {target} periods) or --periods N")
+                            f"periods, more than its {len(times):,} interactions; {hint}")
         periods = ((times - times[0]) // length_s).astype(np.int32)
         t0 = int(times[0])
         return periods, [(t0 + k * length_s, t0 + (k + 1) * length_s) for k in range(n)]
@@ -236,14 +237,22 @@ def fixed_window_cut(length_s: int, label: str = ""):
     return cut
 
 
-def _length_for(span: int, periods: int) -> str:
-    """The shortest whole-unit period length that cuts ``span`` seconds into at most ``periods`` periods."""
-    need = span / max(1, periods - 1)  # windows of this length give at most ``periods`` of them
-    for unit in ("d", "h", "m", "s"):  # the units --period-length reads
-        seconds = readers.UNIT_SECONDS[unit]
-        if need >= seconds:
-            return f"{math.ceil(need / seconds)}{unit}"
-    return "1s"
+def _length_for(span: int, rows: int) -> str | None:
+    """A whole-unit period length that cuts ``span`` seconds into a usable number of periods: at least
+    MIN_PERIODS and at most one per interaction, near 40 (the paper's count) where the data allows;
+    None when no whole-unit length does."""
+    def periods(length: int) -> int:
+        return span // length + 1
+
+    target = min(40, rows)
+    for aim in (target, MIN_PERIODS):  # near 40 first, else just enough
+        need = span / max(1, aim - 1)
+        for unit in ("d", "h", "m", "s"):  # the units --period-length reads
+            seconds = readers.UNIT_SECONDS[unit]
+            for k in (math.ceil(need / seconds), math.floor(need / seconds)):
+                if k >= 1 and MIN_PERIODS <= periods(k * seconds) <= rows:
+                    return f"{k}{unit}"
+    return None
 
 
 # ---------------------------------------------------------------- loading
