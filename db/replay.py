@@ -126,6 +126,13 @@ class Replay:
         missing = missing_checkpoints(store, run_id)
         if missing:  # said before anything is loaded, and the run is left as it was
             folder = missing[0].parent
+            link = store.sqlite_path
+            if link is not None:  # opened through a link: earlier versions named the folder after the link
+                named_for_link = link.resolve().parent / "sml-sim-checkpoints" / link.name / f"run-{run_id}"
+                if named_for_link != folder and named_for_link.is_dir():
+                    raise StoreError(f"run {run_id}'s checkpoints are in {named_for_link}, named after the link "
+                                     f"the store was opened by (as earlier versions did); move that folder to "
+                                     f"{folder} to continue")
             where = ("sml-sim-checkpoints/OLD_STORE_NAME/run-{n}/ next to the old store" if store.sqlite_path
                      else "the old machine's or $SML_SIM_HOME's checkpoints/<id>/run-{n}/").format(n=run_id)
             raise StoreError(f"run {run_id} cannot continue: its checkpoints are not in {folder} (missing "

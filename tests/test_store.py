@@ -512,3 +512,22 @@ def test_rewriting_stored_periods_takes_no_write_lock(store, dataset, tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_checkpoints_kept_under_a_links_name_by_an_earlier_version_are_pointed_to(tmp_path, tiny_scenario):
+    import shutil
+
+    from db.replay import Replay, checkpoint_root
+    from db.store import StoreError
+    from tests.conftest import interrupted_run
+
+    (tmp_path / "p").mkdir()
+    real = f"sqlite:///{tmp_path}/p/b.db"
+    run_id = interrupted_run(Store(real), tiny_scenario(methods=("pop",))).run_id
+    (tmp_path / "p" / "a.db").symlink_to(tmp_path / "p" / "b.db")
+    linked = Store(f"sqlite:///{tmp_path}/p/a.db")
+    new = checkpoint_root(linked) / f"run-{run_id}"
+    old = tmp_path / "p" / "sml-sim-checkpoints" / "a.db" / f"run-{run_id}"
+    shutil.move(new, old)  # where an earlier version, opened through the link, kept them
+    with pytest.raises(StoreError, match=f"checkpoints are in {old}, named after the link"):
+        Replay.resume(linked, run_id)
