@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import shlex
+import signal
 import sys
 from datetime import UTC
 from pathlib import Path
@@ -1219,7 +1220,16 @@ def unknown_option_message(name: str, ctx) -> str:
     return f"no such option: {name}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
 
 
+def _interrupt_once(_signum, _frame) -> None:
+    """Ctrl-C: stop, as Python's own handler does, but ignore further presses, which would otherwise
+    break the cleanup that records the run as interrupted (a traceback, and exit -2 instead of 130)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where SIGINT is ignored)
+        signal.signal(signal.SIGINT, _interrupt_once)
     try:
         code = app(standalone_mode=False, prog_name="sml-sim")  # click returns a command's exit code instead of exiting
     except _USAGE_ERROR as exc:  # a wrong option or value: one line, as every other bad input

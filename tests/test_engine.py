@@ -434,6 +434,31 @@ def test_kill_9_then_resume_equals_uninterrupted(sml_sim, cli, tiny_scenario, tm
     assert a == b
 
 
+def test_ctrl_c_pressed_many_times_stops_cleanly_once(sml_sim, tiny_scenario, tmp_path):
+    """Presses a few milliseconds apart broke the cleanup: a traceback from an atexit callback, and the
+    process killed by the signal (exit -2) instead of exit 130 with the resume hint."""
+    toml = tiny_scenario(periods=8, split="5/1/2", full_epochs=15, n=2500)
+    toml.write_text(toml.read_text().replace("[methods.full]\nepochs = 15\n",
+                                             "[methods.full]\nepochs = 15\nbatch_size = 64\n"))
+    db = tmp_path / "ctrl-c.db"
+    victim = sml_sim("run", toml, "--db", f"sqlite:///{db}", "--threads", "1", popen=True)
+    try:
+        deadline = time.monotonic() + 90
+        while _committed_results(db) < 2 and victim.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for _ in range(5):
+            victim.send_signal(signal.SIGINT)
+            time.sleep(0.003)
+        _, err = victim.communicate(timeout=60)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    assert victim.returncode == 130, (victim.returncode, err[-800:])
+    assert "Traceback" not in err and "continue with `sml-sim run --resume 1" in err, err[-800:]
+    assert Store(f"sqlite:///{db}").run(1).status == "interrupted"
+
+
 # ------------------------------------------------------------------ failure isolation and in-sample marking
 
 
