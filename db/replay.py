@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from db.store import Store, StoreError, default_url, fingerprint, process_alive_here, this_process
+from db.store import Store, StoreError, default_url, fingerprint, refuse_if_held_here, this_process
 from sml_sim.config import RunConfig
 from sml_sim.data import load_dataset
 from sml_sim.data.base import Dataset
@@ -113,9 +113,7 @@ class Replay:
         under another host name, as in a restarted container) seems to hold, which this one cannot
         check; never one that a live process of this machine holds."""
         info = store.run(run_id)
-        if info.status == "running" and process_alive_here(info.owner):
-            raise StoreError(f"run {run_id} is being run by another process (PID {info.owner.rpartition(':')[2]} on this machine) "
-                             "right now; wait for it, or stop it first (its committed periods are kept)")
+        refuse_if_held_here(info)
         if info.status == "running" and info.owner not in (None, this_process()) and not take_over:
             # on another host (a dead local one reads "interrupted")
             db = "" if store.url == default_url() else f" --db {shlex.quote(store.url)}"

@@ -87,6 +87,13 @@ def process_alive_here(owner: str | None) -> bool:
     return not process_gone(owner)
 
 
+def refuse_if_held_here(info: RunInfo) -> None:
+    """A run that a live process of this machine is running is left to it: no resume or delete."""
+    if info.status == "running" and process_alive_here(info.owner):
+        raise StoreError(f"run {info.run_id} is being run by another process (PID {info.owner.rpartition(':')[2]} "
+                         "on this machine) right now; wait for it, or stop it first (its committed periods are kept)")
+
+
 def default_url() -> str:
     return os.environ.get("SML_SIM_DB") or f"sqlite:///{DEFAULT_DB_FILE}"
 
@@ -671,9 +678,7 @@ class Store:
         """Remove a run and everything stored for it (results, ranks, cases); its dataset stays. A run
         that a live process may be running (on this host, or another) is refused unless ``force``."""
         info = self.run(run_id)
-        if info.status == "running" and process_alive_here(info.owner):  # --force is for a machine we cannot see
-            raise StoreError(f"run {run_id} is being run by another process (PID {info.owner.rpartition(':')[2]} on this machine) "
-                             "right now; stop it first (its committed periods are kept)")
+        refuse_if_held_here(info)  # whatever --force says: it is for a machine this one cannot see
         if info.status == "running" and info.owner not in (None, this_process()) and not force:
             raise StoreError(f"run {run_id} is being run by {info.owner} right now; stop it first, or add --force "
                              "if that process is gone (on another machine this one cannot tell)")
