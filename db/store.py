@@ -262,8 +262,7 @@ class Store:
         driver, or an SQLite file whose folder does not exist (``make_engine`` checks), or an in-memory
         one, which would lose everything when the command ends. Creates nothing."""
         url = url or default_url()
-        parsed = parse_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        if parse_url(url).get_backend_name() == "sqlite" and sqlite_file(url) is None:
             raise StoreError(f"--db {url} is an in-memory database: everything stored would be lost when the "
                              "command ends; give a file, e.g. sqlite:///results.db")
         make_engine(url).dispose()

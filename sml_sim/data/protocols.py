@@ -218,21 +218,17 @@ def fixed_window_cut(length_s: int, label: str = ""):
     def cut(times: np.ndarray):
         span = int(times[-1]) - int(times[0])
         n = span // length_s + 1
+        if MIN_PERIODS <= n <= len(times):
+            periods = ((times - times[0]) // length_s).astype(np.int32)
+            t0 = int(times[0])
+            return periods, [(t0 + k * length_s, t0 + (k + 1) * length_s) for k in range(n)]
+        length = _length_for(span, len(times)) if span else None
+        hint = ("every interaction has the same time: check --time-col, or cut with --periods N" if not span
+                else f"try --period-length {length} or --periods N" if length else "cut with --periods N")
+        cuts = f"--period-length {label or f'{length_s}s'} cuts {readers.span_text(span)} of data into {n:,}"
         if n < MIN_PERIODS:
-            shown = label or f"{length_s}s"
-            length = _length_for(span, len(times)) if span else None
-            hint = ("every interaction has the same time: check --time-col, or cut with --periods N" if not span
-                    else f"try --period-length {length} or --periods N" if length else "cut with --periods N")
-            raise DataError(f"--period-length {shown} cuts {readers.span_text(span)} of data into {n} period(s); "
-                            f"at least {MIN_PERIODS} are needed (train, validation, test): {hint}")
-        if n > len(times):
-            length = _length_for(span, len(times))
-            hint = f"try --period-length {length} or --periods N" if length else "cut with --periods N"
-            raise DataError(f"--period-length {label or f'{length_s}s'} cuts {readers.span_text(span)} of data into {n:,} "
-                            f"periods, more than its {len(times):,} interactions; {hint}")
-        periods = ((times - times[0]) // length_s).astype(np.int32)
-        t0 = int(times[0])
-        return periods, [(t0 + k * length_s, t0 + (k + 1) * length_s) for k in range(n)]
+            raise DataError(f"{cuts} period(s); at least {MIN_PERIODS} are needed (train, validation, test): {hint}")
+        raise DataError(f"{cuts} periods, more than its {len(times):,} interactions; {hint}")
 
     return cut
 

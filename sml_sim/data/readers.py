@@ -633,14 +633,14 @@ def read_csv(
                     raise ValueError
             except (ValueError, OverflowError, OSError):
                 skipped += 1
-                first_skipped = first_skipped or (n, _printable(delimiter.join(row)))
+                first_skipped = first_skipped or (n, delimiter.join(row))
                 continue
             if not _plausible(ts):
                 bad_times.add(ts, n, raw)
                 continue
             if names is not None and len(row) > len(names) and any(f.strip() for f in row[len(names):]):
                 extra.append(len(times))
-                first_extra = first_extra or (n, _printable(delimiter.join(row)))
+                first_extra = first_extra or (n, delimiter.join(row))
             users.append(user_id(u))
             items.append(item_id(i))
             times.append(ts)
