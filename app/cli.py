@@ -891,12 +891,16 @@ def replay(
     user_col: UserColOpt = None, item_col: ItemColOpt = None, time_col: TimeColOpt = None,
     time_format: TimeFmtOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False,
     threads: ThreadsOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="With --run: open a run that a process of another machine "
+                                        "seems to hold, once you know that process is gone.")] = False,
 ):
     """Open the live TUI: step through periods, watch metrics and retraining times, export CSV."""
     from db.store import Store, store_exists
 
     if run_id is not None and new:
         raise UserError("give --run RUN_ID or --new, not both")
+    if force and run_id is None:
+        raise UserError("--force goes with --run RUN_ID (a new run has no other process to take over from)")
     if not has_terminal():
         raise UserError("replay is the interactive UI and needs a terminal; `sml-sim run` replays headless")
     notes: list[str] = []  # shown in the replay's log: the screen would hide them on stderr
@@ -923,7 +927,7 @@ def replay(
     else:
         store = Store(db, create=False)
         info = store.run(run_id)  # a run that is not there is said first
-        refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads"} | ({"target"} if names_the_run(target, info)
+        refuse_new_settings(ctx, run_id, keep={"run_id", "db", "threads", "force"} | ({"target"} if names_the_run(target, info)
                                                                             else set()))
     switch = (None, False)
     if run_id is not None:
@@ -939,7 +943,7 @@ def replay(
     from app.tui import run_replay_app
 
     outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads, dataset=dataset,
-                             notes=notes)
+                             notes=notes, take_over=force)
     if outcome.run_id is not None and outcome.run_id == run_id:  # reopened, not refused
         record_thread_switch(store, run_id, *switch)
     if outcome.run_id is None:

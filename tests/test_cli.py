@@ -538,7 +538,7 @@ def test_reopening_a_finished_replay_shows_it_and_new_starts_another(cli, finish
 
     opened = []
 
-    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=()):
+    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=(), take_over=False):
         opened.append((run_id, config))
         return ReplayOutcome(run_id=run_id or 2, finished=True, error=None, exported_to=None)
 
@@ -738,7 +738,7 @@ def test_replay_shows_its_thread_notes_in_the_tui_log_not_behind_the_screen(cli,
     torch.set_num_threads(before)
     opened = []
 
-    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=()):
+    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=(), take_over=False):
         opened.append((run_id, threads, list(notes)))
         return ReplayOutcome(run_id=run_id, finished=False, error=None, exported_to=None)
 
@@ -752,6 +752,29 @@ def test_replay_shows_its_thread_notes_in_the_tui_log_not_behind_the_screen(cli,
     assert any("started with 1 thread;" in n for n in notes), notes
     assert any("more threads than cores" in n for n in notes), notes
     assert "started with 1 thread" not in r.stderr and "more threads than cores" not in r.stderr
+
+
+def test_replay_force_takes_over_only_a_named_run(cli, tiny_scenario, monkeypatch, one_line_error):
+    import app.cli as cli_mod
+    import app.tui as tui
+    from app.tui.app import ReplayOutcome
+    from db.store import Store
+
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{toml.parent}/replay-force.db"
+    interrupted_run(Store(db), toml)
+    opened = []
+
+    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=(), take_over=False):
+        opened.append((run_id, take_over))
+        return ReplayOutcome(run_id=run_id, finished=False, error=None, exported_to=None)
+
+    monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
+    monkeypatch.setattr(tui, "run_replay_app", fake_app)
+    assert cli("replay", "--run", "1", "--db", db).exit_code == 0
+    assert cli("replay", "--run", "1", "--db", db, "--force").exit_code == 0
+    assert opened == [(1, False), (1, True)]
+    one_line_error(cli("replay", toml, "--db", db, "--force"), 2, contains="--force goes with --run RUN_ID")
 
 
 def test_out_never_overwrites_the_store_or_the_data_file(cli, finished_run, one_line_error, monkeypatch):

@@ -519,6 +519,28 @@ async def test_resume_shows_the_committed_periods_and_continues(store, tmp_path)
         assert sorted({r["period"] for r in store.results(1)}) == [3, 4]
 
 
+async def test_a_run_held_by_another_machine_opens_only_with_take_over(store, tmp_path):
+    """`replay --run N` had no --force: a run killed on another host could be continued headless only."""
+    from sqlalchemy import text
+
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("q")
+    app.replay.interrupted()
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET status = 'running', owner = 'deadnode:4242' WHERE id = 1"))
+
+    refused = ReplayApp(store=store, run_id=1, export_dir=tmp_path)
+    async with refused.run_test(size=SIZE) as pilot:
+        await settle(pilot, refused)
+        assert refused.phase == "error" and "--force" in refused.outcome().error
+    taken = ReplayApp(store=store, run_id=1, export_dir=tmp_path, take_over=True)
+    async with taken.run_test(size=SIZE) as pilot:
+        await settle(pilot, taken)
+        assert taken.phase == "ready" and sorted({r["period"] for r in taken.results}) == [3]
+
+
 # ---------------------------------------------------------------------------------------------- review fixes
 
 

@@ -218,7 +218,7 @@ class ReplayApp(App):
 
     def __init__(self, *, store, config=None, run_id: int | None = None, threads: int | None = None,
                  export_dir: Path | str | None = None, auto_first_step: bool = True, dataset=None,
-                 notes: list[str] = ()):
+                 notes: list[str] = (), take_over: bool = False):
         super().__init__()
         if (config is None) == (run_id is None):
             raise ValueError("give exactly one of config (a new run) or run_id (resume)")
@@ -226,6 +226,7 @@ class ReplayApp(App):
         self.config = config
         self.dataset = dataset  # config's dataset, when the command line has read it already
         self.requested_run = run_id
+        self.take_over = take_over  # --force: the run may be held by a process of another machine
         self.threads = threads
         self.command_notes = list(notes)  # the command line's notes (thread counts): the screen hides stderr
         self.export_dir = Path(export_dir) if export_dir is not None else None
@@ -312,7 +313,8 @@ class ReplayApp(App):
                 replay = Replay.new(self.store, self.config, progress=on_read, cancel=cancel, dataset=self.dataset)
                 self.dataset = None  # the replay holds it now
             else:
-                replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel)
+                replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel,
+                                       take_over=self.take_over)
         except Cancelled:
             return "cancelled"
         self.opened_replay = replay
@@ -850,9 +852,10 @@ def export_path(folder: Path, db_file: Path | None, run_id: int) -> Path:
 
 
 def run_replay_app(*, store, config=None, run_id: int | None = None, threads: int | None = None,
-                   dataset=None, notes: list[str] = ()) -> ReplayOutcome:
+                   dataset=None, notes: list[str] = (), take_over: bool = False) -> ReplayOutcome:
     """Open the TUI on a new run (``config``) or an existing one (``run_id``), record the run's status
-    when it closes, and say how it ended (the command line prints it). ``notes`` go to the log."""
+    when it closes, and say how it ended (the command line prints it). ``notes`` go to the log;
+    ``take_over`` lets ``run_id`` be one that a process of another machine seems to hold."""
     import torch
 
     n = threads if threads else max(1, _cores() - 1)  # leave a core to the UI
@@ -860,7 +863,8 @@ def run_replay_app(*, store, config=None, run_id: int | None = None, threads: in
     # The training thread holds the GIL between its (GIL-releasing) torch calls; a shorter switch
     # interval hands the GIL to the UI thread sooner when it wakes up for a key (default 5 ms).
     sys.setswitchinterval(SWITCH_INTERVAL)
-    app = ReplayApp(store=store, config=config, run_id=run_id, threads=n, dataset=dataset, notes=notes)
+    app = ReplayApp(store=store, config=config, run_id=run_id, threads=n, dataset=dataset, notes=notes,
+                    take_over=take_over)
     app.run()
     # The worker thread has ended here (the event loop joins its executor on exit).
     return app.outcome()
