@@ -344,7 +344,7 @@ def ingest(
 ):
     """Load, filter and cut a dataset into periods, and store every period."""
     from db.store import Store, fingerprint
-    from sml_sim.data import PROTOCOLS
+    from sml_sim.data import PROTOCOLS, reads_a_file
 
     csv_opts = csv_options(user_col, item_col, time_col, time_format, delimiter, no_header)
     if dataset in PROTOCOLS:
@@ -355,6 +355,9 @@ def ingest(
                             period_length=period_length, min_user=min_user_interactions,
                             min_item=min_item_interactions, split=split, start=retrain_start,
                             csv_opts=csv_opts, data_only=True).dataset
+    if seed is not None and reads_a_file(spec):  # as --scale: never dropped silently
+        raise UserError(f"--seed seeds the synthetic streams; {spec.protocol} data is read from its file as it is "
+                        "(the --seed of `run` and `replay` seeds models and sampling)")
     Store.check_location(db)  # a bad --db is said before the data is read
     try:
         ds = load_with_progress(spec, quiet=as_json)
@@ -448,7 +451,7 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
                  split, start, csv_opts: dict | None = None, data_only: bool = False):
     """A scenario file or name, or a dataset protocol, plus the command line's overrides."""
     from sml_sim.config import RunConfig, load_scenario, scenario_path, validate_methods
-    from sml_sim.data import PROTOCOLS
+    from sml_sim.data import PROTOCOLS, reads_a_file
 
     path = scenario_path(target)
     if path is not None:
@@ -477,7 +480,9 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
         ds.csv = {**ds.csv, **csv_opts}
         overrides = True
     if seed is not None:
-        cfg.seed = ds.seed = seed
+        cfg.seed = seed
+        if not reads_a_file(ds):  # a file reads the same whatever the seed: runs of every seed share one copy
+            ds.seed = seed
         overrides = True
     if device is not None:
         if device not in ("auto", "cpu", "cuda"):

@@ -1070,3 +1070,23 @@ def test_a_column_named_full_is_not_taken_for_a_full_disk():
     said = store_trouble(OperationalError("INSERT", {}, Exception("table case_ranks has no column named full_rank")))
     assert "does not have the shape" in said and "room" not in said
     assert "no room left" in store_trouble(OperationalError("INSERT", {}, Exception("database or disk is full")))
+
+
+def test_runs_of_a_file_with_other_seeds_share_its_stored_copy(cli, tiny_scenario, db_counts, one_line_error):
+    """--seed went into a real file's dataset identity: every seed stored the whole file again, and
+    `ingest csv --seed 5` was accepted although a seed changes nothing a file reads."""
+    toml = tiny_scenario(methods=("pop",))
+    db_file = toml.parent / "seeds.db"
+    db = f"sqlite:///{db_file}"
+    for seed in ("1", "2"):
+        r = cli("run", toml, "--seed", seed, "--db", db)
+        assert r.exit_code == 0, r.stderr
+    assert db_counts(db_file)["datasets"] == 1
+    assert [json.loads(cli("runs", n, "--db", db, "--json").stdout)["seed"] for n in ("1", "2")] == [1, 2]
+    one_line_error(cli("ingest", toml, "--seed", "5", "--db", db), 2, contains="--seed seeds the synthetic streams")
+    one_line_error(cli("ingest", "csv", "--data", toml.with_suffix(".csv"), "--seed", "5", "--db", db), 2,
+                   contains="csv data is read from its file as it is")
+    # a synthetic stream is what a seed makes: one copy per seed
+    for seed in ("1", "2"):
+        assert cli("ingest", "synthetic-yelp", "--scale", "0.002", "--seed", seed, "--db", db).exit_code == 0
+    assert db_counts(db_file)["datasets"] == 3

@@ -129,6 +129,16 @@ def _movielens_file(path: Path) -> Path:
     return path
 
 
+def reads_a_file(spec) -> bool:
+    """Whether a spec's data comes from a file or folder (a seed changes nothing about it), rather than
+    from a synthetic stream (which yelp and adressa fall back to when their default file is absent)."""
+    if spec.protocol.startswith("synthetic-"):
+        return False
+    if spec.protocol in ("yelp", "adressa") and spec.data is None:
+        return default_location(spec.protocol).exists()
+    return True
+
+
 def input_paths(spec) -> list[Path]:
     """The files and folders a spec's data is read from (none for a synthetic stream): what an output
     must never overwrite."""
