@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import sqlite3
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -144,11 +145,7 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
             raise StoreError(f"the folder for the database {parsed.database} does not exist")
     kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}} if is_sqlite else {}
     if read_only and is_sqlite:
-        path = Path(parsed.database).expanduser().resolve()
-        wal = path.with_name(path.name + "-wal")
-        # immutable ignores a -wal file: only when there is none (the writer closed) is it safe.
-        mode = "ro" if wal.exists() and wal.stat().st_size else "ro&immutable=1"
-        parsed = parsed.set(database=f"file:{quote(str(path))}?mode={mode}", query={"uri": "true"})
+        parsed = parsed.set(database=_read_only_uri(Path(parsed.database)), query={"uri": "true"})
     try:
         engine = create_engine(parsed, **kwargs)
     except ModuleNotFoundError as exc:  # SQLAlchemy's driver for this kind of database is not installed
@@ -219,6 +216,45 @@ _INSERT_INTERACTIONS = {
 }
 
 
+def _read_only_uri(path: Path) -> str:
+    """An SQLite URI that opens ``path`` without writing to it or beside it."""
+    path = path.expanduser().resolve()
+    wal = path.with_name(path.name + "-wal")
+    # immutable ignores a -wal file: only when there is none (the writer closed) is it safe. Without
+    # it, a WAL-mode file opened read-only gets -wal and -shm files made beside it.
+    mode = "ro" if wal.exists() and wal.stat().st_size else "ro&immutable=1"
+    return f"file:{quote(str(path))}?mode={mode}"
+
+
+OTHER_DATABASE = "is another program's database"
+
+
+def _other_database(path: Path) -> str:
+    return (f"--db {path} is another program's database (it has tables, none of sml-sim's); give a new file "
+            "or an sml-sim store")
+
+
+def _not_a_store(path: Path) -> str | None:
+    """Why an existing SQLite file holds no sml-sim store ("is empty", "holds no tables",
+    ``OTHER_DATABASE``), looked up without writing to it; None when it does hold one, or when that
+    cannot be told here (the usual opening then says what is wrong)."""
+    if path.is_dir():
+        return None
+    if path.stat().st_size == 0:
+        return "is empty"
+    try:
+        con = sqlite3.connect(_read_only_uri(path), uri=True)
+        try:
+            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error:  # not a database at all, or locked: said when it is opened
+        return None
+    if "runs" in tables:
+        return None
+    return OTHER_DATABASE if tables else "holds no tables"
+
+
 class Store:
     def __init__(self, url: str | None = None, create: bool = True, reading: bool = False):
         """Open the store at ``url``. ``create=False`` (commands that continue a run) refuses an
@@ -230,6 +266,16 @@ class Store:
         self._sqlite_path = path = self._file_of(self.engine)
         if (reading or not create) and path is not None and not path.expanduser().exists():
             raise StoreError(f"no store at {path}: nothing has been stored there yet (check --db or $SML_SIM_DB)")
+        if path is not None and path.expanduser().exists():
+            # Opening it the usual way would write into it: the schema, and WAL mode, which is kept in
+            # the file. Never into another program's database; and a command that only reads or
+            # continues writes into no file that is not a store yet.
+            what = _not_a_store(path.expanduser())
+            if what and (reading or not create):
+                raise StoreError(f"no store at {path}: the file {what}, not an sml-sim store (check --db or "
+                                 "$SML_SIM_DB)")
+            if what == OTHER_DATABASE:
+                raise StoreError(_other_database(path))
         self.read_only = reading and path is not None and not (
             os.access(path, os.W_OK) and os.access(path.expanduser().resolve().parent, os.W_OK))
         if self.read_only:
@@ -266,6 +312,9 @@ class Store:
             raise StoreError(f"--db {url} is an in-memory database: everything stored would be lost when the "
                              "command ends; give a file, e.g. sqlite:///results.db")
         make_engine(url).dispose()
+        path = sqlite_file(url)
+        if path is not None and path.expanduser().exists() and _not_a_store(path.expanduser()) == OTHER_DATABASE:
+            raise StoreError(_other_database(path))
 
     def _add_missing_columns(self) -> None:
         """Stores made by an earlier version lack columns added since (create_all adds tables only)."""

@@ -1090,3 +1090,28 @@ def test_runs_of_a_file_with_other_seeds_share_its_stored_copy(cli, tiny_scenari
     for seed in ("1", "2"):
         assert cli("ingest", "synthetic-yelp", "--scale", "0.002", "--seed", seed, "--db", db).exit_code == 0
     assert db_counts(db_file)["datasets"] == 3
+
+
+def test_a_file_that_is_no_store_is_never_written_into(cli, tiny_scenario, tmp_path, one_line_error):
+    """`runs --db empty.db` wrote the schema into the empty file, and any command given another
+    program's SQLite database added sml-sim's tables to it and switched it to WAL mode for good."""
+    import sqlite3
+
+    toml = tiny_scenario(methods=("pop",))
+    empty, foreign = tmp_path / "empty.db", tmp_path / "app.db"
+    empty.touch()
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE notes (body TEXT)")
+    con.commit()
+    con.close()
+    before = foreign.read_bytes()
+    for args in (("runs",), ("runs", "1"), ("periods", "csv"), ("export", "1", "--out", "-"), ("run", "--resume", "1")):
+        one_line_error(cli(*args, "--db", f"sqlite:///{empty}"), 2, contains="the file is empty, not an sml-sim store")
+        one_line_error(cli(*args, "--db", f"sqlite:///{foreign}"), 2, contains="another program's database")
+    for args in (("run", toml), ("ingest", toml)):
+        one_line_error(cli(*args, "--db", f"sqlite:///{foreign}"), 2, contains="another program's database")
+    assert empty.stat().st_size == 0 and foreign.read_bytes() == before
+    assert not (tmp_path / "app.db-wal").exists()
+    # an empty file is a fine place for a new store
+    assert cli("ingest", toml, "--db", f"sqlite:///{empty}").exit_code == 0
+    assert "no runs yet" in cli("runs", "--db", f"sqlite:///{empty}").stdout
