@@ -25,7 +25,8 @@ then ``fit_period(t, None)`` does, with the paper's t shifted by one::
 
 L0 is the log loss with one sampled negative (eq. 13), averaged over the batch's positives and
 negatives (the authors' code sums the two means: twice this). Step 1 and the MF rows of step 2 run the
-transfer only on the distinct rows of each batch; the whole tables go through it once per period.
+transfer only on the distinct rows of each batch; the whole tables go through it once per training
+period and twice per validation or test period (W_{t-1} is rebuilt by line 7, then W_t by line 9).
 
 Defaults follow the authors' public code (GitHub zyang1580/SML) where the paper is silent: Adam for
 W_hat (lr 0.01, l1 = 1e-6 as 0.5 * l1 * sum of squares of the batch's distinct rows; row-sparse, where
@@ -331,7 +332,7 @@ class SML(Retrainer):
         return int(states[0]["step"]) if states else 0
 
     def _transfer_all(self, W_prev, W_hat, data: PeriodData) -> dict:
-        """W = f_Theta(W_prev, W_hat) over the whole tables (once per period), W_hat learned on ``data``.
+        """W = f_Theta(W_prev, W_hat) over the whole tables, W_hat learned on ``data``.
 
         With ``idle_rows = "keep"`` the idle rows (seen in an earlier period, absent from ``data``)
         keep W_prev; the others, including rows not seen yet, go through the transfer (a departure
