@@ -67,6 +67,15 @@ async def settle(pilot, app: ReplayApp, until=None, timeout: float = 30.0) -> No
     raise AssertionError(f"timed out waiting: phase={app.phase} busy={app.busy} results={len(app.results)}")
 
 
+async def interrupted_after_one_step(store, tmp_path) -> None:
+    """Run 1: one period committed, then quit; recorded as interrupted, as the command line does."""
+    app = make_app(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        await pilot.press("q")
+    app.replay.interrupted()
+
+
 def rows_for(app: ReplayApp, period: int) -> dict[str, dict]:
     return {r["method"]: r for r in app.results if r["period"] == period}
 
@@ -501,11 +510,7 @@ async def test_quit_cancels_the_running_step_quickly_and_keeps_committed_periods
 
 
 async def test_resume_shows_the_committed_periods_and_continues(store, tmp_path):
-    app = make_app(store, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app, until=lambda: app.steps_done >= 1)
-        await pilot.press("q")
-    app.replay.interrupted()
+    await interrupted_after_one_step(store, tmp_path)
 
     again = ReplayApp(store=store, run_id=1, export_dir=tmp_path)
     async with again.run_test(size=SIZE) as pilot:
@@ -523,11 +528,7 @@ async def test_a_run_held_by_another_machine_opens_only_with_take_over(store, tm
     """`replay --run N` had no --force: a run killed on another host could be continued headless only."""
     from sqlalchemy import text
 
-    app = make_app(store, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app, until=lambda: app.steps_done >= 1)
-        await pilot.press("q")
-    app.replay.interrupted()
+    await interrupted_after_one_step(store, tmp_path)
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE runs SET status = 'running', owner = 'deadnode:4242' WHERE id = 1"))
 
