@@ -356,6 +356,22 @@ def test_ri_compares_over_the_test_periods_both_have_scored():
     assert table["fine"].ri == {"recall": "-", "ndcg": "-"}
 
 
+def test_without_sml_the_ri_reference_is_the_best_recall_at_20_whatever_the_chart_shows():
+    """The TUI picked the reference by the chart's metric: r or k could change it, and `sml-sim runs`
+    (best mean test Recall@20) named another for the same run."""
+    from sml_sim.evaluation import METRIC_KEYS
+
+    def row(method, recall20, other):
+        metrics = {k: (recall20 if k == "recall@20" else other) for k in METRIC_KEYS}
+        return {"method": method, "period": 6, "split": "test", "in_sample": False, "status": "ok", "error": None,
+                "n_cases": 5, "metrics": metrics, "retrain_s": 0.1, "eval_s": 0.0, "extra": {}}
+
+    rows = [row("fine", 0.30, 0.10), row("full", 0.20, 0.25)]  # full is better at every other metric
+    for choice in (MetricChoice(), MetricChoice(kind="ndcg", k=5), MetricChoice(k=10), MetricChoice(full=True)):
+        assert results_table(rows, ["fine", "full"], choice).reference == "fine", choice
+    assert report.ri_reference(report.split_means(rows, "test")) == "fine"  # as `sml-sim runs` says
+
+
 def test_export_names_differ_per_store_and_never_replace_a_file(tmp_path):
     assert tui_app.export_path(tmp_path, tmp_path / "a.db", 1) == (tmp_path / "a-run-1.csv").resolve()
     assert tui_app.export_path(tmp_path, Path("/elsewhere/b.sqlite"), 1) == (tmp_path / "b-run-1.csv").resolve()
@@ -374,7 +390,11 @@ async def test_a_failed_export_is_not_the_runs_failure(store, tmp_path):
         deadline = time.monotonic() + 10
         while "export failed" not in log_text(app) and time.monotonic() < deadline:
             await pilot.pause(0.05)
-        assert "export failed" in log_text(app)
+        text = " ".join(log_text(app).split())  # the log's lines are wrapped at spaces
+        assert "export failed" in text
+        # said in the user's terms, with a way out, not as a Python exception
+        assert "cannot write" in text and "no such file or directory" in text and "FileNotFoundError" not in text
+        assert "`sml-sim export 1 --out FILE` writes it elsewhere" in text
         await pilot.press("q")
     outcome = app.outcome()
     assert outcome.error is None and store.run(1).status != "failed"
@@ -601,6 +621,23 @@ async def test_pressing_n_during_a_step_shows_one_toast_not_one_per_press(store,
         await pilot.press("q")
 
 
+async def test_a_key_pressed_during_autoplay_says_which_key_stops_it(store, tmp_path, monkeypatch):
+    """space or n during autoplay only said "wait for it to finish"; a is what stops it."""
+    monkeypatch.setitem(METHODS, "slow", (Slow, {}, "slow"))
+    monkeypatch.setattr(Slow, "stopped", threading.Event(), raising=False)
+    app = make_app(store, tmp_path, config=tiny_config(("pop", "slow")), auto_first_step=False)
+    toasts = []
+    monkeypatch.setattr(app, "notify", lambda message, *a, **kw: toasts.append(message))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("a")
+        assert app.busy
+        await pilot.press("space")
+        await pilot.pause()
+        assert toasts[-1] == "a step is running: wait for it to finish; a stops autoplay"
+        await pilot.press("q")
+
+
 async def test_a_resumed_method_catches_up_in_one_n_and_the_status_agrees_with_the_header(store, tmp_path):
     app = make_app(store, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -807,6 +844,64 @@ async def test_a_tiny_terminal_keeps_the_table_rows_and_drops_the_charts(store, 
         await pilot.resize_terminal(100, 32)
         await pilot.pause()
         assert app.query_one("#charts").display
+        await pilot.press("q")
+
+
+async def test_a_small_terminal_shows_every_method_row_and_the_status_line(store, tmp_path):
+    """At 80x24 with eight methods the table was capped at seven rows, and a long source path
+    wrapped the header onto a third line, which pushed the status line under the footer."""
+    config = tiny_config(("full", "fine", "spmf", "pop", "random", "fresh", "pop-a", "pop-b"))
+    config.method_params.update({"pop-a": {"kind": "pop"}, "pop-b": {"kind": "pop"}})
+    app = make_app(store, tmp_path, config=config)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app, until=lambda: app.steps_done >= 1)
+        app.view.source = "csv (/a/rather/long/folder/name/that/goes/on/and/on/for/a/while/interactions.csv)"
+        app.update_status()
+        await pilot.pause()
+        await pilot.pause()
+        screen = app.screen.region
+        header, table = app.query_one("#header"), app.query_one(ResultsTable)
+        activity, footer = app.query_one("#activity"), app.query_one("Footer")
+        assert header.region.height == 2
+        assert table.region.height >= 1 + len(config.methods), table.region  # header + every row
+        assert screen.contains_region(table.region)
+        assert screen.contains_region(activity.region) and activity.region.bottom <= footer.region.y
+        assert app.query_one("#charts").display  # what is left is still a readable chart here
+        await pilot.press("q")
+
+
+async def test_f_on_a_small_catalogue_says_why_the_numbers_barely_move(store, tmp_path, monkeypatch):
+    """With fewer than 1,000 items the sampled ranking already holds (almost) every item: f changed
+    the header and no number, and the reason was only in the log's first lines."""
+    app = make_app(store, tmp_path, auto_first_step=False)
+    toasts = []
+    monkeypatch.setattr(app, "notify", lambda message, *a, **kw: toasts.append(message))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        assert app.dataset is None and app.replay.dataset.n_items < 1000
+        await pilot.press("f")
+        await pilot.pause()
+        assert toasts and toasts[-1].startswith(f"only {app.replay.dataset.n_items} items: the sampled ranking")
+        await pilot.press("q")
+
+
+async def test_a_log_line_wrapped_at_one_width_loses_no_word_at_another(store, tmp_path):
+    """RichLog wraps once, when a line is written: after a resize, lines were cut mid-word."""
+    app = make_app(store, tmp_path, auto_first_step=False)
+    words = [f"word{i}" for i in range(40)]
+    async with app.run_test(size=(200, 40)) as pilot:
+        await settle(pilot, app)
+        app.log_line(" ".join(words))
+        await pilot.pause()
+        log = app.query_one("#log")
+        for width in (60, 160, 100):
+            await pilot.resize_terminal(width, 30)
+            await pilot.pause()
+            await pilot.pause()
+            room = log.scrollable_content_region.width
+            assert all(len(line.text.rstrip()) <= room for line in log.lines), width  # nothing cut off
+            shown = log_text(app).split()
+            assert all(w in shown for w in words), (width, shown)
         await pilot.press("q")
 
 

@@ -26,7 +26,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, RichLog, Static
+from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from app.tui import model
@@ -46,6 +46,7 @@ from app.tui.screens import HelpScreen, MethodsScreen
 from app.tui.widgets import ActivityBar, LogPanel, PeriodChart, ReplayHeader, ResultsTable
 
 WIDE = 120  # columns from which both charts and the table's status column are shown
+MIN_CHART_ROWS = 7  # rows under which a chart shows no readable line: it is hidden instead
 SWITCH_INTERVAL = 0.001  # seconds; see run_replay_app
 CHART_EVERY = 2.0  # seconds between chart redraws while results stream in (see schedule_refresh)
 BUSY_TOAST = 2.0  # seconds the "a step is running" toast stays; no second one meanwhile
@@ -56,7 +57,10 @@ Screen {
 }
 #charts {
     height: 1fr;
-    min-height: 8;
+}
+/* Set by fit_layout: too little height is left for a readable chart. */
+Screen.-no-charts #charts {
+    display: none;
 }
 #metric-chart {
     width: 3fr;
@@ -118,21 +122,8 @@ Screen.-narrow #log {
     border-top: hkey $panel-lighten-2;
     padding: 0 1;
 }
-Screen.-narrow.-short #log {
+Screen.-narrow.-short #log, Screen.-narrow.-tiny #log {
     height: 3;
-}
-Screen.-narrow.-short ResultsTable {
-    max-height: 8;
-}
-/* Under 20 rows the charts would crowd out the table's rows: the table and log come first. */
-Screen.-tiny #charts {
-    display: none;
-}
-Screen.-narrow.-tiny #log {
-    height: 3;
-}
-Screen.-narrow.-tiny ResultsTable {
-    max-height: 8;
 }
 """
 
@@ -197,6 +188,9 @@ class ReplayApp(App):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-tiny"), (20, "-short"), (32, "-tall")]
     BINDINGS = [
+        # help and quit first: a narrow terminal cuts the footer's end
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("q", "quit", "quit"),
         Binding("space", "step", "step", show=False),
         Binding("n", "step", "step"),
         Binding("a", "autoplay", "auto"),
@@ -207,8 +201,6 @@ class ReplayApp(App):
         Binding("c", "toggle_chart", "chart"),
         Binding("e", "export", "csv"),
         Binding("m", "methods", "methods"),
-        Binding("question_mark", "help", "help", key_display="?"),
-        Binding("q", "quit", "quit"),
         # Textual's own ctrl+c only says "press ctrl+q": here it quits as q does (also behind a dialog).
         Binding("ctrl+c", "quit", "quit", show=False, priority=True),
     ]
@@ -326,6 +318,7 @@ class ReplayApp(App):
             methods=list(replay.config.methods),
             repeats_finished=self._finished_twin(replay.run_id) if self.config is not None else None,
             notes=[str(note) for note in ds.notes] + [n for n in [small_catalogue_note(ds.n_items)] if n],
+            small_catalogue=small_catalogue_note(ds.n_items),
         )
         self.post_message(ReplayLoaded(view, self.store.results(replay.run_id), replay))
         if not replay.engine.finished:
@@ -384,7 +377,12 @@ class ReplayApp(App):
                               + ("" if self.phase == "finished" else "; e again rewrites it with later periods"))
                 self.notify(f"{n} rows{upto} written to {path}", title="CSV exported", markup=False)
             elif event.state == WorkerState.ERROR:  # the run is fine: only the file could not be written
-                self.report_error("export failed", worker.error, fatal=False)
+                error = worker.error
+                reason = None
+                if isinstance(error, OSError) and error.strerror and self.view is not None:
+                    reason = (f"cannot write {error.filename or 'the CSV'}: {error.strerror.lower()}; "
+                              f"`sml-sim export {self.view.run_id} --out FILE` writes it elsewhere")
+                self.report_error("export failed", error, fatal=False, reason=reason)
             return
         if worker.group != "replay" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
                                                             WorkerState.CANCELLED):
@@ -569,15 +567,17 @@ class ReplayApp(App):
     # ------------------------------------------------------------------ views
 
     def log_line(self, text: str) -> None:
-        self.query_one("#log", RichLog).write(text)
+        self.query_one("#log", LogPanel).add(text)
 
     def activity(self, text: str | Text, fraction: float | None = None) -> None:
         self.query_one(ActivityBar).say(text, fraction)
 
-    def report_error(self, what: str, error: BaseException | None, fatal: bool = True) -> None:
+    def report_error(self, what: str, error: BaseException | None, fatal: bool = True,
+                     reason: str | None = None) -> None:
         """Log an error; ``fatal`` ones are the run's (it is recorded failed unless a later step succeeds),
-        others (an export) only the user's to see."""
-        reason = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+        others (an export) only the user's to see. ``reason`` says it in the user's terms."""
+        if reason is None:
+            reason = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
         reason = reason.strip().splitlines()[0][:300] if reason.strip() else reason
         if fatal:
             self.fatal_error = reason
@@ -641,6 +641,7 @@ class ReplayApp(App):
             if text != str(failures.content):
                 failures.update(Text(text))  # reasons are plain text, never markup
                 failures.set_class(bool(failed), "-shown")
+            self.call_after_refresh(self.fit_layout)
             if not charts:
                 return
             self._charts_drawn_at = time.monotonic()
@@ -694,6 +695,30 @@ class ReplayApp(App):
         self.call_after_refresh(self.refresh_views)  # once the screen has its new size
         self.call_after_refresh(self.refresh_bindings)  # `c` (chart) only on narrow terminals
 
+    def fit_layout(self) -> None:
+        """Keep every method's row, the activity line and the footer on screen: the charts get the
+        height left over, and are hidden when that is too little to read; only past that does the
+        table scroll (arrow keys). Called once the widgets have their sizes."""
+        main = self.screen_stack[0]  # the main screen, also while a dialog is open
+        height, narrow = main.size.height, main.size.width < WIDE
+        table = self.query_one(ResultsTable)
+        failures = self.query_one("#failures")
+        log = self.query_one("#log")
+        chrome = self.query_one(ReplayHeader).outer_size.height + 2  # + the activity line and the footer
+        below = 1 + (failures.outer_size.height if failures.display else 0)  # the title, the failures
+        # its header and rows, and a horizontal scrollbar when its columns are wider than the screen
+        rows = table.row_count + 1 + (table.virtual_size.width > main.size.width)
+        log_height = log.outer_size.height
+        table_room = max(3, height - chrome - below - (log_height if narrow else 0))
+        bottom = below + min(rows, table_room)
+        bottom = bottom + log_height if narrow else max(bottom, log_height)
+        shape = (table_room, None if narrow else max(3, height - chrome), height - chrome - bottom < MIN_CHART_ROWS)
+        if shape == getattr(self, "_layout_shape", None):
+            return
+        self._layout_shape = shape
+        table.styles.max_height, log.styles.max_height, no_charts = shape
+        main.set_class(no_charts, "-no-charts")
+
     # ------------------------------------------------------------------ actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -716,7 +741,8 @@ class ReplayApp(App):
         now = time.monotonic()
         if now >= self._busy_toast_until:
             self._busy_toast_until = now + BUSY_TOAST
-            self.notify("a step is running: wait for it to finish", title=title, timeout=BUSY_TOAST)
+            stop = f"; a stops {self.goal_name}" if self.goal is not None else ""
+            self.notify(f"a step is running: wait for it to finish{stop}", title=title, timeout=BUSY_TOAST)
 
     def action_step(self) -> None:
         if self.busy:
@@ -770,6 +796,8 @@ class ReplayApp(App):
     def action_toggle_full(self) -> None:
         self.choice = self.choice.toggle_full()
         self.refresh_views()
+        if self.view is not None and self.view.small_catalogue:  # else f seems to change nothing
+            self.notify(self.view.small_catalogue, title=self.choice.ranking, markup=False, timeout=6)
 
     def action_toggle_chart(self) -> None:
         self.screen.toggle_class("-timing")

@@ -26,6 +26,7 @@ class RunView:
     methods: list[str]
     repeats_finished: int | None = None  # a new run with the settings of this finished run
     notes: list[str] = field(default_factory=list)  # the dataset's notes (skipped lines, a scaled split...)
+    small_catalogue: str | None = None  # why sampled and full rankings barely differ here, if they do
 
     def split_of(self, period: int) -> str:
         if period < self.split["retrain_start"]:

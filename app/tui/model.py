@@ -167,7 +167,8 @@ def results_table(results: list[dict], methods: list[str], choice: MetricChoice,
     from sml_sim import report
 
     means = report.split_means(results, "test")
-    reference = report.ri_reference(means, choice.key, report.REFERENCE_METHODS if references is None else references)
+    # The same reference as `sml-sim runs`: it does not change with the chart's metric.
+    reference = report.ri_reference(means, "recall@20", report.REFERENCE_METHODS if references is None else references)
     # Each method against the reference over the test periods both have scored: while a resumed
     # method catches up, or after one failed, unlike means would be compared otherwise.
     improvements = report.relative_improvements_shared(results, "test", reference) if reference else {}

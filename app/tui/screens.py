@@ -23,7 +23,7 @@ items). Periods are numbered from 0, as in the store and the CSV export.
 | key | what it does |
 |---|---|
 | `space` / `n` | step one period (disabled while a step runs); after a method is resumed, catch it up first |
-| `a` | autoplay on/off: steps until the last period, stops on an error or a failed method |
+| `a` | autoplay on/off: steps until the last period, stops on an error or a failed method; `a` again pauses it (and stops a run to test or a catch-up) |
 | `t` | run to the first test period |
 | `r` | the chart's metric (and the log's): Recall / NDCG; the table shows both |
 | `k` | K = 5, 10, 20 (chart and table) |
@@ -34,8 +34,9 @@ items). Periods are numbered from 0, as in the store and the CSV export.
 | `?` | this help |
 | `q` / `ctrl+c` | quit: cancels the running step; every committed period is kept |
 
-**Header**: dataset and source (synthetic data is flagged), device, the period the clock is at and its
-split (pretrain / train / validation / test), the run id.
+**Header**: dataset and source (synthetic data is flagged), device, the period the clock is at (the
+last one scored; while a step runs, the one being scored) and its split (pretrain / train /
+validation / test), the run id.
 
 **Metric chart**: the chosen metric per method per scored period; vertical rules mark where the
 validation and test periods begin. Points marked `x` ("in-sample") were scored on data the method's
@@ -44,8 +45,8 @@ meta step had seen during training periods: they are never averaged.
 **Timing chart**: seconds spent retraining each method per period.
 
 **Table**: per method, the last scored period (`*` = in-sample) and its metrics, the running mean over
-the test periods so far, **RI** = the relative improvement of SML (or, without SML, of the best
-method by the chart's metric) over that method, in percent, over the test periods both have scored
+the test periods so far, **RI** = the relative improvement of SML (or, without SML, of the method
+with the best mean test Recall@20, as in `sml-sim runs`) over that method, in percent, over the test periods both have scored
 (while a resumed method catches up, these are fewer than the test means shown cover; `-` where the
 other method scores 0), and the last retraining time (`fit`). It shows Recall and NDCG both, at the
 chosen K and ranking. On a wide terminal, `tests` counts the test periods in the method's mean and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from functools import lru_cache
 
 from rich.color import Color
@@ -30,9 +31,11 @@ class ReplayHeader(Static):
     DEFAULT_CSS = """
     ReplayHeader {
         height: auto;
-        max-height: 4;
+        max-height: 2;
         padding: 0 1;
         background: $panel;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
 
@@ -40,14 +43,14 @@ class ReplayHeader(Static):
         text = self._text(view, clock, status)
         if text == self.content:
             return
-        # Relayout only when the header needs another number of lines at this width.
-        width = max(1, self.size.width - 2)
-        lines = sum(max(1, -(-line.cell_len // width)) for line in text.split("\n"))
+        # Relayout only when the header's line count changes. Lines are cut, never wrapped: a long
+        # source path wrapped onto a third line pushed the table's last rows off a small terminal.
+        lines = text.plain.count("\n") + 1
         self.update(text, layout=lines != self._lines)
         self._lines = lines
 
     def _text(self, view: RunView | None, clock: int | None, status: str) -> Text:
-        text = Text(no_wrap=False, overflow="fold")
+        text = Text(no_wrap=True, overflow="ellipsis")
         text.append("sml-sim replay", style="bold")
         if view is None:
             text.append(f"  {status or 'opening...'}", style="italic")
@@ -347,7 +350,6 @@ class ResultsTable(DataTable):
     DEFAULT_CSS = """
     ResultsTable {
         height: auto;
-        max-height: 12;
     }
     """
 
@@ -355,6 +357,7 @@ class ResultsTable(DataTable):
         # One space per column (widths + 1 below) instead of DataTable's two: nine columns then fit
         # 80 columns with the longer method names (gru4rec, caser), where "fit" used to be cut off.
         super().__init__(cursor_type="none", zebra_stripes=True, cell_padding=0, **kwargs)
+        self.fixed_columns = 1  # the method names stay when a narrow terminal scrolls the table sideways
         self.shown: Table | None = None
         self._shape: tuple = ()
         self._cells: dict[tuple[str, str], tuple[str, str]] = {}
@@ -419,16 +422,45 @@ class ResultsTable(DataTable):
 class LogPanel(RichLog):
     """The event log. Every write scrolls it to its newest line (RichLog's auto-scroll); a resize
     keeps it there too, unless the user had scrolled up. (RichLog alone keeps its old scroll offset
-    when it shrinks, so a smaller window showed older lines, not the newest.)"""
+    when it shrinks, so a smaller window showed older lines, not the newest.)
+
+    RichLog wraps a line once, at the width the log has when it is written: after a resize to
+    another width, lines wrapped for the old one were cut (words lost). So ``add`` keeps what it
+    writes, and a change of width writes it all again, wrapped anew."""
+
+    DEFAULT_CSS = """
+    LogPanel {
+        scrollbar-gutter: stable;  /* the scrollbar appearing must not narrow lines already wrapped */
+    }
+    """
 
     _height_seen = 0
+    _width_wrapped = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._entries: deque[str] = deque(maxlen=self.max_lines)
+
+    def add(self, text: str) -> None:
+        """Write one entry (Rich markup when the log has ``markup``), kept to be wrapped again."""
+        self._entries.append(text)
+        self.write(text)
 
     def on_resize(self) -> None:  # RichLog's own on_resize runs as well (Textual walks the MRO)
-        height = self.scrollable_content_region.height
+        height, width = self.scrollable_content_region.height, self.scrollable_content_region.width
         # At the end before this resize, measured with the height it had then (a growing log may
         # have been clamped to its new end already, which is the end too).
         was_at_end = not self._height_seen or self.scroll_y >= self.virtual_size.height - self._height_seen - 1
         self._height_seen = height
+        if self._width_wrapped and width and width != self._width_wrapped and self._entries:
+            scrolled_to = self.scroll_y
+            self.clear()
+            for text in self._entries:
+                self.write(text, scroll_end=False)
+            if not was_at_end:  # about where the user had scrolled to
+                self.scroll_to(y=scrolled_to, animate=False, immediate=True)
+        if width:
+            self._width_wrapped = width
         if was_at_end:
             self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
 
