@@ -480,6 +480,8 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
         ds.csv = {**ds.csv, **csv_opts}
         overrides = True
     if seed is not None:
+        if not 0 <= seed < 2**63:  # (check_spec sees only a synthetic stream's seed)
+            raise UserError(f"--seed must be 0 or more and below 2^63, not {seed}")
         cfg.seed = seed
         if not reads_a_file(ds):  # a file reads the same whatever the seed: runs of every seed share one copy
             ds.seed = seed

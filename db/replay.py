@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 import shutil
 import threading
 from pathlib import Path
 
 import torch
 
-from db.store import Store, StoreError, default_url, fingerprint, refuse_if_held_here, this_process
+from db.store import Store, StoreError, db_option, fingerprint, refuse_if_held_here, this_process
 from sml_sim.config import RunConfig
-from sml_sim.data import load_dataset
+from sml_sim.data import load_dataset, reads_a_file
 from sml_sim.data.base import Dataset
 from sml_sim.engine import MethodResult, PeriodArrived, ReplayEngine, checkpoint_file, resolve_device
 
@@ -30,8 +29,14 @@ def threads_of(stored_config: dict) -> int | None:
 
 
 def same_settings(stored_config: dict, config: RunConfig) -> bool:
-    """Whether a stored run was started with ``config`` (the thread counts it recorded aside)."""
-    return {k: v for k, v in stored_config.items() if k not in ("threads", "threads_before")} == config.as_dict()
+    """Whether a stored run was started with ``config`` (the thread counts it recorded aside). A
+    file's dataset seed is not compared: it changes nothing there, and earlier versions recorded
+    the run's --seed in it."""
+    stored = {k: v for k, v in stored_config.items() if k not in ("threads", "threads_before")}
+    given = config.as_dict()
+    if reads_a_file(config.dataset) and isinstance(stored.get("dataset"), dict):
+        stored["dataset"] = {**stored["dataset"], "seed": given["dataset"]["seed"]}
+    return stored == given
 
 
 def checkpoint_root(store: Store) -> Path:
@@ -108,19 +113,20 @@ class Replay:
         return cls(store, run_id, config, dataset, dataset_id, cancel)
 
     @classmethod
-    def resume(cls, store: Store, run_id: int, progress=None, cancel=None, take_over: bool = False) -> Replay:
+    def resume(cls, store: Store, run_id: int, progress=None, cancel=None, take_over: bool = False,
+               command: str = "run --resume") -> Replay:
         """Continue a run. ``take_over``: also one that a process of another machine (or of this one
         under another host name, as in a restarted container) seems to hold, which this one cannot
-        check; never one that a live process of this machine holds."""
+        check; never one that a live process of this machine holds. ``command``: the sml-sim command
+        (with its run option) that the take-over hint names."""
         info = store.run(run_id)
         refuse_if_held_here(info)
         if info.status == "running" and info.owner not in (None, this_process()) and not take_over:
             # on another host (a dead local one reads "interrupted")
-            db = "" if store.url == default_url() else f" --db {shlex.quote(store.url)}"
             raise StoreError(f"run {run_id} is being run by another process ({info.owner}) right now; wait "
                              "for it, or stop it first (its committed periods are kept); if it is gone (another "
-                             "machine, or a container since restarted), `sml-sim run --resume "
-                             f"{run_id} --force{db}` continues it here")
+                             f"machine, or a container since restarted), `sml-sim {command} {run_id} --force"
+                             f"{db_option(store.url)}` continues it here")
         missing = missing_checkpoints(store, run_id)
         if missing:  # said before anything is loaded, and the run is left as it was
             folder = missing[0].parent

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import socket
 import sqlite3
 import zlib
@@ -97,6 +98,11 @@ def refuse_if_held_here(info: RunInfo) -> None:
 
 def default_url() -> str:
     return os.environ.get("SML_SIM_DB") or f"sqlite:///{DEFAULT_DB_FILE}"
+
+
+def db_option(url: str) -> str:
+    """The --db part of a command suggested for the store at ``url`` (none for the default store)."""
+    return "" if url == default_url() else f" --db {shlex.quote(url)}"
 
 
 def parse_url(url: str) -> URL:
@@ -250,7 +256,7 @@ def _not_a_store(path: Path) -> str | None:
             con.close()
     except sqlite3.Error:  # not a database at all, or locked: said when it is opened
         return None
-    if "runs" in tables:
+    if tables & set(Base.metadata.tables):  # a store, perhaps half-made: opening it completes it
         return None
     return OTHER_DATABASE if tables else "holds no tables"
 

@@ -754,7 +754,7 @@ def test_replay_shows_its_thread_notes_in_the_tui_log_not_behind_the_screen(cli,
     assert "started with 1 thread" not in r.stderr and "more threads than cores" not in r.stderr
 
 
-def test_replay_force_takes_over_only_a_named_run(cli, tiny_scenario, monkeypatch, one_line_error):
+def test_replay_passes_force_on_only_with_a_run_id(cli, tiny_scenario, monkeypatch, one_line_error):
     import app.cli as cli_mod
     import app.tui as tui
     from app.tui.app import ReplayOutcome
@@ -1097,6 +1097,8 @@ def test_a_file_that_is_no_store_is_never_written_into(cli, tiny_scenario, tmp_p
     program's SQLite database added sml-sim's tables to it and switched it to WAL mode for good."""
     import sqlite3
 
+    from sqlalchemy import create_engine
+
     toml = tiny_scenario(methods=("pop",))
     empty, foreign = tmp_path / "empty.db", tmp_path / "app.db"
     empty.touch()
@@ -1115,3 +1117,56 @@ def test_a_file_that_is_no_store_is_never_written_into(cli, tiny_scenario, tmp_p
     # an empty file is a fine place for a new store
     assert cli("ingest", toml, "--db", f"sqlite:///{empty}").exit_code == 0
     assert "no runs yet" in cli("runs", "--db", f"sqlite:///{empty}").stdout
+    # a store with only some of sml-sim's tables (being created by another process, or left so by
+    # one killed while it created them) is a store: opening it completes it
+    from db.models import Base
+
+    half = tmp_path / "half.db"
+    con = sqlite3.connect(half)
+    con.close()
+    engine = create_engine(f"sqlite:///{half}")
+    Base.metadata.tables["datasets"].create(engine)
+    engine.dispose()
+    assert cli("ingest", toml, "--db", f"sqlite:///{half}").exit_code == 0
+    assert "no runs yet" in cli("runs", "--db", f"sqlite:///{half}").stdout
+
+
+def test_a_seed_out_of_range_is_refused_for_a_file_too(cli, tiny_scenario, db_counts, one_line_error):
+    """Once a file's dataset stopped taking the seed, nothing checked it: -1 ended in an internal
+    error and a failed run left in the store."""
+    toml = tiny_scenario(methods=("pop",))
+    db_file = toml.parent / "seedcheck.db"
+    for seed in ("-1", str(2**63)):
+        one_line_error(cli("run", toml, f"--seed={seed}", "--db", f"sqlite:///{db_file}"), 2,
+                       contains="--seed must be 0 or more and below 2^63")
+    assert not db_file.exists() or db_counts(db_file).get("runs", 0) == 0
+
+
+def test_replay_reopens_a_run_whose_file_dataset_recorded_the_seed(cli, tiny_scenario, monkeypatch):
+    """Earlier versions put the run's --seed into a file's dataset spec; replay must still find the
+    run with the same settings instead of starting another."""
+    import app.cli as cli_mod
+    import app.tui as tui
+    from app.tui.app import ReplayOutcome
+    from db.store import Store
+
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{toml.parent}/oldseed.db"
+    assert cli("run", toml, "--seed", "5", "--db", db).exit_code == 0
+    store = Store(db)
+    with store.engine.begin() as conn:  # as an earlier version recorded it
+        from sqlalchemy import text
+
+        config = json.loads(conn.execute(text("SELECT config FROM runs WHERE id = 1")).scalar())
+        config["dataset"]["seed"] = 5
+        conn.execute(text("UPDATE runs SET config = :c WHERE id = 1"), {"c": json.dumps(config)})
+    opened = []
+
+    def fake_app(*, store, config=None, run_id=None, threads=None, dataset=None, notes=(), take_over=False):
+        opened.append(run_id)
+        return ReplayOutcome(run_id=run_id or 2, finished=True, error=None, exported_to=None)
+
+    monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
+    monkeypatch.setattr(tui, "run_replay_app", fake_app)
+    assert cli("replay", toml, "--seed", "5", "--db", db).exit_code == 0
+    assert opened == [1]

@@ -17,7 +17,7 @@ import torch
 from app.tui import ReplayApp
 from app.tui import app as tui_app
 from app.tui.model import MetricChoice, fmt_value, results_table
-from app.tui.widgets import PeriodChart, ResultsTable, y_ticks
+from app.tui.widgets import LogPanel, PeriodChart, ResultsTable, y_ticks
 from db.store import Store
 from sml_sim import report
 from sml_sim.config import RunConfig
@@ -394,7 +394,7 @@ async def test_a_failed_export_is_not_the_runs_failure(store, tmp_path):
         assert "export failed" in text
         # said in the user's terms, with a way out, not as a Python exception
         assert "cannot write" in text and "no such file or directory" in text and "FileNotFoundError" not in text
-        assert "`sml-sim export 1 --out FILE` writes it elsewhere" in text
+        assert f"`sml-sim export 1 --out FILE --db {store.url}` writes it elsewhere" in text  # this store
         await pilot.press("q")
     outcome = app.outcome()
     assert outcome.error is None and store.run(1).status != "failed"
@@ -555,7 +555,8 @@ async def test_a_run_held_by_another_machine_opens_only_with_take_over(store, tm
     refused = ReplayApp(store=store, run_id=1, export_dir=tmp_path)
     async with refused.run_test(size=SIZE) as pilot:
         await settle(pilot, refused)
-        assert refused.phase == "error" and "--force" in refused.outcome().error
+        assert refused.phase == "error"
+        assert f"`sml-sim replay --run 1 --force --db {store.url}` continues it here" in refused.outcome().error
     taken = ReplayApp(store=store, run_id=1, export_dir=tmp_path, take_over=True)
     async with taken.run_test(size=SIZE) as pilot:
         await settle(pilot, taken)
@@ -885,6 +886,26 @@ async def test_f_on_a_small_catalogue_says_why_the_numbers_barely_move(store, tm
         await pilot.press("q")
 
 
+async def test_the_layout_is_fitted_again_when_a_resize_crosses_the_wide_breakpoint(store, tmp_path):
+    """The log is 12 rows beside the table on a wide terminal, 3-4 under it on a narrow one; the
+    layout was fitted with the old height until the next key: charts hidden with the room empty, or
+    shown 4 rows high."""
+    app = make_app(store, tmp_path, auto_first_step=False)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await settle(pilot, app)
+        charts = app.query_one("#charts")
+        await pilot.resize_terminal(100, 22)
+        await pilot.pause(0.2)
+        await pilot.pause()
+        assert charts.display and charts.region.height >= tui_app.MIN_CHART_ROWS
+        await pilot.resize_terminal(200, 20)  # wide and short: the 12-row log leaves 4 rows
+        await pilot.pause(0.2)
+        await pilot.pause()
+        assert not charts.display
+        assert app.screen.region.contains_region(app.query_one("#activity").region)
+        await pilot.press("q")
+
+
 async def test_a_log_line_wrapped_at_one_width_loses_no_word_at_another(store, tmp_path):
     """RichLog wraps once, when a line is written: after a resize, lines were cut mid-word."""
     app = make_app(store, tmp_path, auto_first_step=False)
@@ -896,7 +917,7 @@ async def test_a_log_line_wrapped_at_one_width_loses_no_word_at_another(store, t
         log = app.query_one("#log")
         for width in (60, 160, 100):
             await pilot.resize_terminal(width, 30)
-            await pilot.pause()
+            await pilot.pause(LogPanel.REWRAP_DELAY + 0.1)  # once the size has settled
             await pilot.pause()
             room = log.scrollable_content_region.width
             assert all(len(line.text.rstrip()) <= room for line in log.lines), width  # nothing cut off

@@ -44,6 +44,7 @@ from app.tui.messages import (
 from app.tui.model import MetricChoice
 from app.tui.screens import HelpScreen, MethodsScreen
 from app.tui.widgets import ActivityBar, LogPanel, PeriodChart, ReplayHeader, ResultsTable
+from db.store import db_option
 
 WIDE = 120  # columns from which both charts and the table's status column are shown
 MIN_CHART_ROWS = 7  # rows under which a chart shows no readable line: it is hidden instead
@@ -306,7 +307,7 @@ class ReplayApp(App):
                 self.dataset = None  # the replay holds it now
             else:
                 replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel,
-                                       take_over=self.take_over)
+                                       take_over=self.take_over, command="replay --run")
         except Cancelled:
             return "cancelled"
         self.opened_replay = replay
@@ -381,7 +382,8 @@ class ReplayApp(App):
                 reason = None
                 if isinstance(error, OSError) and error.strerror and self.view is not None:
                     reason = (f"cannot write {error.filename or 'the CSV'}: {error.strerror.lower()}; "
-                              f"`sml-sim export {self.view.run_id} --out FILE` writes it elsewhere")
+                              f"`sml-sim export {self.view.run_id} --out FILE{db_option(self.store.url)}` "
+                              "writes it elsewhere")
                 self.report_error("export failed", error, fatal=False, reason=reason)
             return
         if worker.group != "replay" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
@@ -577,8 +579,16 @@ class ReplayApp(App):
         """Log an error; ``fatal`` ones are the run's (it is recorded failed unless a later step succeeds),
         others (an export) only the user's to see. ``reason`` says it in the user's terms."""
         if reason is None:
-            reason = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
-        reason = reason.strip().splitlines()[0][:300] if reason.strip() else reason
+            from db.store import StoreError
+            from sml_sim.data.base import DataError
+            from sml_sim.engine import CheckpointError
+
+            if isinstance(error, (StoreError, DataError, CheckpointError)):
+                reason = str(error)  # written for the user, hint included: whole, and no type name
+            else:
+                reason = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+                reason = reason[:300]
+        reason = reason.strip().splitlines()[0] if reason.strip() else reason
         if fatal:
             self.fatal_error = reason
         self.log_line(f"[bold red]{what}[/]: {escape(reason)}")
@@ -695,10 +705,15 @@ class ReplayApp(App):
         self.call_after_refresh(self.refresh_views)  # once the screen has its new size
         self.call_after_refresh(self.refresh_bindings)  # `c` (chart) only on narrow terminals
 
+    def on_log_panel_resized(self) -> None:
+        self.call_after_refresh(self.fit_layout)
+
     def fit_layout(self) -> None:
         """Keep every method's row, the activity line and the footer on screen: the charts get the
         height left over, and are hidden when that is too little to read; only past that does the
         table scroll (arrow keys). Called once the widgets have their sizes."""
+        if self.cancel.is_set():  # quitting: the widgets may be gone already
+            return
         main = self.screen_stack[0]  # the main screen, also while a dialog is open
         height, narrow = main.size.height, main.size.width < WIDE
         table = self.query_one(ResultsTable)
@@ -741,7 +756,8 @@ class ReplayApp(App):
         now = time.monotonic()
         if now >= self._busy_toast_until:
             self._busy_toast_until = now + BUSY_TOAST
-            stop = f"; a stops {self.goal_name}" if self.goal is not None else ""
+            stop = {"autoplay": "; a stops autoplay", "to test": "; a stops the run to test",
+                    "catch-up": "; a stops the catch-up"}.get(self.goal_name, "") if self.goal is not None else ""
             self.notify(f"a step is running: wait for it to finish{stop}", title=title, timeout=BUSY_TOAST)
 
     def action_step(self) -> None:

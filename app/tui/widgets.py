@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.strip import Strip
+from textual.timer import Timer
 from textual.widgets import DataTable, ProgressBar, RichLog, Static
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
@@ -436,10 +437,16 @@ class LogPanel(RichLog):
 
     _height_seen = 0
     _width_wrapped = 0
+    REWRAP_DELAY = 0.15  # seconds: re-wrap once a resize has settled, not at every step of a drag
+
+    class Resized(Message):
+        """The log has a new size: the app fits its layout around it (its height depends on the
+        terminal's width class, which is applied after the app's own resize)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._entries: deque[str] = deque(maxlen=self.max_lines)
+        self._rewrap_timer: Timer | None = None
 
     def add(self, text: str) -> None:
         """Write one entry (Rich markup when the log has ``markup``), kept to be wrapped again."""
@@ -453,16 +460,28 @@ class LogPanel(RichLog):
         was_at_end = not self._height_seen or self.scroll_y >= self.virtual_size.height - self._height_seen - 1
         self._height_seen = height
         if self._width_wrapped and width and width != self._width_wrapped and self._entries:
-            scrolled_to = self.scroll_y
-            self.clear()
-            for text in self._entries:
-                self.write(text, scroll_end=False)
-            if not was_at_end:  # about where the user had scrolled to
-                self.scroll_to(y=scrolled_to, animate=False, immediate=True)
+            # A thousand entries take ~0.2 s to wrap again.
+            if self._rewrap_timer is not None:
+                self._rewrap_timer.stop()
+            self._rewrap_timer = self.set_timer(self.REWRAP_DELAY, self._rewrap)
         if width:
             self._width_wrapped = width
+        self.post_message(self.Resized())
         if was_at_end:
             self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
+
+
+    def _rewrap(self) -> None:
+        self._rewrap_timer = None
+        at_end = self.scroll_y >= self.max_scroll_y - 1
+        scrolled_to = self.scroll_y
+        self.clear()
+        for text in self._entries:
+            self.write(text, scroll_end=False)
+        if at_end:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        else:  # about where the user had scrolled to
+            self.scroll_to(y=scrolled_to, animate=False, immediate=True)
 
 
 class ActivityBar(Horizontal):
