@@ -21,6 +21,7 @@ edit it::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,7 @@ def _unknown(path: Path, where: str, keys, allowed) -> None:
 
 
 def _check_types(path: Path, where: str, values: dict, types: dict) -> None:
-    from sml_sim.retrainers import check_value
+    from sml_sim.retrainers import check_value, toml_text
 
     for key, value in values.items():
         kind = types[key]
@@ -115,9 +116,9 @@ def _check_types(path: Path, where: str, values: dict, types: dict) -> None:
                 check_value(f"{where} {key}", value, kind)
             elif isinstance(kind, float):  # a number (check_value's ranges are for method settings)
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ValueError(f"{where} {key} must be a number, not {value!r}")
+                    raise ValueError(f"{where} {key} must be a number, not {toml_text(value)}")
             elif isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{where} {key} must be a whole number, not {value!r}")
+                raise ValueError(f"{where} {key} must be a whole number, not {toml_text(value)}")
         except ValueError as exc:
             raise DataError(f"{path}: {exc}") from None
 
@@ -188,19 +189,42 @@ def load_scenario(path: Path) -> RunConfig:
     return cfg
 
 
+def method_name_problem(name: str, builtin) -> str | None:
+    """Why ``name`` cannot name a method configuration: it must survive `--methods a,b` and not pass
+    for a built-in method (``SML`` next to ``sml``)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+        return ("a method name is letters, digits and . _ + - (no spaces or commas: it must be usable "
+                "in --methods a,b)")
+    if name not in builtin and name.lower() in builtin:
+        return f"differs from the built-in method {name.lower()} only by case; give it a name of its own"
+    return None
+
+
 def validate_methods(cfg: RunConfig) -> None:
     """The methods to run exist, once each, and every [methods.*] section's settings fit its method."""
     from sml_sim.retrainers import METHODS, check_params, check_section_does_something, scenario_params
 
     try:
         for name, section in cfg.method_params.items():
+            problem = method_name_problem(name, METHODS)
+            if problem:
+                raise DataError(f"[methods.{name}]: {problem}")
             if "kind" in section:
                 kind = section["kind"]
                 if not isinstance(kind, str) or kind not in METHODS:
                     raise DataError(f"[methods.{name}] kind {kind!r} is not a method{did_you_mean(kind, METHODS)}; known: "
                                     f"{', '.join(METHODS)}")
+                if name in METHODS and kind != name:  # results would carry the built-in's name
+                    raise DataError(f"[methods.{name}] kind = \"{kind}\": {name} is a built-in method, and a section "
+                                    f"under its name sets its settings; it cannot make it another method. Give the "
+                                    f"section a name of its own, e.g. [methods.{kind}-2]")
             elif name not in METHODS:  # a typo in a section name hides its settings
+                base = next((m for m in sorted(METHODS, key=len, reverse=True) if name.startswith(f"{m}-")), None)
                 close = nearest(name, METHODS)
+                if base is not None:  # sml-a: a configuration of sml, most likely
+                    also = f" (or did you mean [methods.{close}]?)" if close and close != base else ""
+                    raise DataError(f"[methods.{name}] names no built-in method: a configuration of your own "
+                                    f"needs a kind, e.g. kind = \"{base}\"{also}")
                 hint = f"did you mean [methods.{close}]? " if close else ""
                 raise DataError(f"[methods.{name}] names no method: {hint}a section for a new name needs a "
                                 f"kind, e.g. kind = \"full\"")

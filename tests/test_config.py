@@ -25,11 +25,11 @@ def edited(tmp_path: Path, old: str, new: str) -> Path:
     ("[methods.full]", "[methods.fulll]", "[methods.fulll] names no method: did you mean [methods.full]?"),
     ("[run]", "[runn]", "unknown top-level section key(s) runn (did you mean 'run'?)"),
     ("[pretrain]      #", "[pretrain]\nlearning_rate = 0.1\n#", "unknown [pretrain] key(s) learning_rate"),
-    ("lr = 0.01\n", "lr = -0.01\n", "[pretrain] lr must be a finite number >= 0"),
+    ("lr = 0.01\n", "lr = -0.01\n", "[pretrain] lr must be a number > 0, not -0.01"),
     ("fc_size = 64\n", "fc_size = 64.5\n", "fc_size must be a whole number"),
-    ("fc_size = 64\n", "fc_size = 0\n", "fc_size must be positive"),
-    ('theta_init = "he"', 'theta_init = "hee"', "theta_init must be one of pytorch, he, not 'hee'"),
-    ("lr_theta = 0.001", 'lr_theta = "fast"', "lr_theta must be a number, not 'fast'"),
+    ("fc_size = 64\n", "fc_size = 0\n", "fc_size must be a whole number > 0, not 0"),
+    ('theta_init = "he"', 'theta_init = "hee"', "theta_init must be one of pytorch, he, not \"hee\""),
+    ("lr_theta = 0.001", 'lr_theta = "fast"', "lr_theta must be a number > 0, not \"fast\""),
     ("seed = 0\n\n[run]", 'seed = 0\nperiods = "ten"\n\n[run]', "[dataset] periods must be a whole number"),
     ("seed = 0\n\n[run]", 'seed = 0\n[dataset.csv]\nuser_column = "u"\n\n[run]',
      "unknown [dataset.csv] key(s) user_column (did you mean 'user_col'?)"),
@@ -53,7 +53,7 @@ def test_a_variant_is_checked_with_the_settings_it_inherits(tmp_path):
     # sml-s takes [methods.sml]'s settings: a bad one there is reported for the variant too
     path = edited(tmp_path, 'methods = ["sml",', 'methods = ["sml-s",')
     load_scenario(path)  # fine as shipped
-    with pytest.raises(DataError, match="batch_w_hat must be positive"):
+    with pytest.raises(DataError, match="batch_w_hat must be a whole number > 0"):
         load_scenario(edited(tmp_path, "batch_w_hat = 64", "batch_w_hat = 0"))
 
 
@@ -94,7 +94,7 @@ def test_a_bad_scenario_leaves_the_store_untouched(cli, tmp_path):
     bad = edited(tmp_path, "[methods.full]\nepochs = 10", "[methods.full]\nepochs = -1")
     r = cli("run", bad, "--db", db)
     assert r.exit_code == 2
-    assert "[methods.full] epochs must be a finite number >= 0" in r.stderr
+    assert "[methods.full] epochs must be a whole number >= 0" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert db.read_bytes() == before
 
@@ -143,7 +143,17 @@ def test_run_section_values_are_checked(tmp_path, old, new, message):
 @pytest.mark.parametrize("section, message", [
     ('[methods.full5]\nkind = "fulll"', "[methods.full5] kind 'fulll' is not a method (did you mean 'full'?)"),
     ("[methods.sml-s]\nfreeze_theta_serving = false", "undoes what defines sml-s"),
-    ("[methods.spmf]\nbatch_size = 20.0", "batch_size must be a whole number, not 20.0"),
+    ("[methods.spmf]\nbatch_size = 20.0", "batch_size must be a whole number > 0, not 20.0"),
+    # a built-in's name silently ran another method: results said "pop" for SML's numbers
+    ('[methods.pop]\nkind = "sml"', '[methods.pop] kind = "sml": pop is a built-in method'),
+    ('[methods.sml-s]\nkind = "sml"', "Give the section a name of its own, e.g. [methods.sml-2]"),
+    ('[methods."a,b"]\nkind = "full"', "no spaces or commas: it must be usable in --methods a,b"),
+    ('[methods.""]\nkind = "full"', "a method name is letters, digits"),
+    ('[methods.SML]\nkind = "sml"', "differs from the built-in method sml only by case"),
+    ("[methods.sml-a]\nouter_iters = 3", 'a configuration of your own needs a kind, e.g. kind = "sml" (or did you mean '
+                                         "[methods.sml-s]?)"),
+    ("[methods.sml-n]\nouter_iters = -1", "outer_iters must be a whole number > 0, not -1"),
+    ("[methods.fine]\nepochs = true", "epochs must be a whole number >= 0, not true"),
 ])
 def test_a_kind_typo_a_variant_undone_and_a_float_count_are_refused(tmp_path, section, message):
     path = tmp_path / "s.toml"

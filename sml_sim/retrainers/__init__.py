@@ -3,6 +3,7 @@ name whose scenario section sets ``kind`` to one of them (e.g. ``[methods.full-5
 
 from __future__ import annotations
 
+import json
 import math
 
 from sml_sim.retrainers.base import Retrainer
@@ -67,24 +68,30 @@ def check_value(label: str, value, default, choices: tuple[str, ...] | None = No
     key = label.rsplit(" ", 1)[-1]
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{label} must be true or false, not {value!r}")
+            raise ValueError(f"{label} must be true or false, not {toml_text(value)}")
         return
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ValueError(f"{label} must be text, not {value!r}")
+            raise ValueError(f"{label} must be text, not {toml_text(value)}")
         if choices and value not in choices:
-            raise ValueError(f"{label} must be one of {', '.join(choices)}, not {value!r}")
+            raise ValueError(f"{label} must be one of {', '.join(choices)}, not {toml_text(value)}")
         return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{label} must be a number, not {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{label} must be a finite number >= 0, not {value!r}")
-    if isinstance(default, int) and not isinstance(value, int):  # 20.0 for 20: TOML tells them apart
-        raise ValueError(f"{label} must be a whole number, not {value!r}")
-    if value == 0 and default > 0 and key not in _MAY_BE_ZERO:
-        raise ValueError(f"{label} must be positive, not {value!r}")
-    if (key in _BELOW_ONE and value >= 1) or (key in _AT_MOST_ONE and value > 1):
-        raise ValueError(f"{label} must be {'below' if key in _BELOW_ONE else 'at most'} 1, not {value!r}")
+    # One message whatever the fault, naming the whole rule (`sml-sim methods` shows the same).
+    fits = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value >= 0
+    fits = fits and not (isinstance(default, int) and not isinstance(value, int))  # 20.0 for 20: TOML tells them apart
+    fits = fits and not (value == 0 and default > 0 and key not in _MAY_BE_ZERO)
+    fits = fits and not ((key in _BELOW_ONE and value >= 1) or (key in _AT_MOST_ONE and value > 1))
+    if not fits:
+        raise ValueError(f"{label} must be a {allowed_values(key, default)}, not {toml_text(value)}")
+
+
+def toml_text(value) -> str:
+    """A value as a scenario file writes it (true, "5"), for messages about one."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
 
 
 def allowed_values(key: str, default, choices: tuple[str, ...] | None = None) -> str:
