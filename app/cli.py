@@ -803,7 +803,7 @@ def print_summary(store, run_id: int, db: str | None = None) -> None:
             continue
         refs = report.reference_names(info.methods, info.config.get("method_params"))
         best = report.best_method(means, references=refs)
-        reference = report.ri_reference(means, references=refs) if split == "test" else None
+        reference = report.ri_reference(results, info.config.get("method_params")) if split == "test" else None
         ri = report.relative_improvements_shared(results, split, reference) if reference else {}
         title = f"mean over {split} periods"
         if ri:
@@ -1030,11 +1030,10 @@ def show_run(store, run_id: int, db: str | None, as_json: bool) -> None:
         from sml_sim import report
 
         results = store.results(run_id)
-        refs = report.reference_names(info.methods, config.get("method_params"))
+        reference = report.ri_reference(results, config.get("method_params"))
         summary = {}
         for split in ("validation", "test"):
             means = report.split_means(results, split)
-            reference = report.ri_reference(means, references=refs)
             summary[split] = {"means": means, "case_weighted_means": report.split_means(results, split, by_cases=True),
                               "ri_reference": reference,
                               "ri": report.relative_improvements_shared(results, split, reference) if reference else {}}

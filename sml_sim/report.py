@@ -103,10 +103,28 @@ def relative_improvements_shared(results: list[dict], split: str, reference: str
     return out
 
 
-def ri_reference(means: dict[str, dict[str, float]], metric: str = "recall@20",
-                 references: Iterable[str] = REFERENCE_METHODS) -> str | None:
-    """Whose improvement RI shows: SML's when it ran (the paper's tables), else the best method's."""
-    return "sml" if "sml" in means else best_method(means, metric, references)
+def ri_reference(results: list[dict], method_params: dict[str, dict] | None = None) -> str | None:
+    """Whose improvement RI shows, one method for every split and metric: ``sml`` when it ran (the
+    paper's tables); else the best of the run's SML configurations (``kind = "sml"``, the ablations),
+    or without any, the best method under study (references and probes only when nothing else ran).
+    Best is by mean validation Recall@20, so that test periods never pick the method they are
+    reported against; by test Recall@20 only when there is no validation result."""
+    validation, test = split_means(results, "validation"), split_means(results, "test")
+    methods = sorted(set(validation) | set(test))
+    if "sml" in methods:
+        return "sml"
+    params = method_params or {}
+    from sml_sim.retrainers import METHODS
+
+    def kind(m: str) -> str:
+        base = params.get(m, {}).get("kind", m)
+        return METHODS[base][0].kind if base in METHODS else base
+
+    refs = reference_names(methods, params)
+    candidates = ([m for m in methods if kind(m) == "sml"] or [m for m in methods if m not in refs] or methods)
+    means = validation if any(m in validation for m in candidates) else test
+    ranked = [m for m in candidates if m in means]
+    return max(ranked, key=lambda m: means[m]["recall@20"]) if ranked else None
 
 
 def reference_names(methods: Iterable[str], method_params: dict[str, dict] | None = None) -> set[str]:

@@ -28,14 +28,31 @@ def test_paper_ri_reproduces_table_1():
     assert ri["fine"]["ndcg"] == pytest.approx(135.5, abs=0.05)
 
 
-def test_ri_reference_is_sml_when_it_ran_else_the_best():
-    low, high = _means((.1, .2, .3), (.1, .1, .1)), _means((.2, .3, .4), (.2, .2, .2))
-    assert report.ri_reference({"sml": low, "full": high}) == "sml"
-    assert report.ri_reference({"fine": low, "full": high}) == "full"
-    assert report.ri_reference({}) is None
+def _rows(split: str, recall20: dict[str, float]) -> list[dict]:
+    return [{"method": m, "period": 5 if split == "validation" else 8, "split": split, "in_sample": False,
+             "status": "ok", "n_cases": 10, "metrics": {k: v for k in report.METRIC_KEYS}, "retrain_s": 0.0}
+            for m, v in recall20.items()]
+
+
+def test_ri_reference_is_sml_when_it_ran_else_the_best_on_validation():
+    assert report.ri_reference(_rows("test", {"sml": 0.1, "full": 0.3})) == "sml"
+    assert report.ri_reference(_rows("test", {"fine": 0.1, "full": 0.3})) == "full"  # no validation: by test
+    assert report.ri_reference([]) is None
     # a probe or sanity reference is never the best while a method under study ran
-    assert report.ri_reference({"fine": low, "fresh": high, "pop": high}) == "fine"
-    assert report.ri_reference({"random": low, "pop": high}) == "pop"
+    assert report.ri_reference(_rows("test", {"fine": 0.1, "fresh": 0.3, "pop": 0.3})) == "fine"
+    assert report.ri_reference(_rows("test", {"random": 0.1, "pop": 0.3})) == "pop"
+    # the test periods never choose the method they are reported against: validation does
+    both = _rows("validation", {"fine": 0.3, "full": 0.1}) + _rows("test", {"fine": 0.1, "full": 0.3})
+    assert report.ri_reference(both) == "fine"
+
+
+def test_without_sml_by_name_an_sml_configuration_is_the_reference():
+    """A study of renamed SML variants showed RI of an SPMF configuration."""
+    params = {"sml-a": {"kind": "sml"}, "sml-b": {"kind": "sml"}, "spmf-5k": {"kind": "spmf"}}
+    results = (_rows("validation", {"sml-a": 0.1, "sml-b": 0.2, "spmf-5k": 0.3, "full": 0.25})
+               + _rows("test", {"sml-a": 0.4, "sml-b": 0.1, "spmf-5k": 0.3, "full": 0.2}))
+    assert report.ri_reference(results, params) == "sml-b"  # the better SML on validation
+    assert report.ri_reference(_rows("test", {"sml-s": 0.1, "full": 0.3})) == "sml-s"  # an ablation is SML too
 
 
 def test_ri_compares_each_pair_over_the_periods_both_scored():
@@ -66,8 +83,7 @@ def test_references_are_known_by_their_kind():
     refs = report.reference_names(["fine", "mypop", "myrandom"], {"mypop": {"kind": "pop"},
                                                                    "myrandom": {"kind": "random"}})
     assert refs == {"mypop", "myrandom"}
-    low, high = _means((.1, .2, .3), (.1, .1, .1)), _means((.2, .3, .4), (.2, .2, .2))
-    assert report.ri_reference({"fine": low, "mypop": high}, references=refs) == "fine"
+    assert report.ri_reference(_rows("test", {"fine": 0.1, "mypop": 0.3}), {"mypop": {"kind": "pop"}}) == "fine"
 
 
 def test_few_candidates_share_counts_cases_with_at_most_k_candidates_on_the_fullest_method():

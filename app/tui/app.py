@@ -226,7 +226,7 @@ class ReplayApp(App):
         self.auto_first_step = auto_first_step
         self.cancel = threading.Event()
         self.replay = None  # db.replay.Replay, once loaded
-        self.references: set[str] | None = None  # the run's reference methods by kind, once loaded
+        self.method_params: dict[str, dict] | None = None  # the run's method sections, once loaded
         # The same, set by the load worker the moment the run exists: a quit before ReplayLoaded
         # arrives must still record the run as interrupted.
         self.opened_replay = None
@@ -483,10 +483,7 @@ class ReplayApp(App):
 
     def on_replay_loaded(self, message: ReplayLoaded) -> None:
         self.replay = message.replay
-        from sml_sim import report
-
-        config = message.replay.config
-        self.references = report.reference_names(config.methods, config.method_params)
+        self.method_params = message.replay.config.method_params
         self.view = message.view
         self.results = list(message.results)
         self.phase = "preparing"
@@ -633,7 +630,7 @@ class ReplayApp(App):
         methods = self.visible_methods()
         colors = model.method_colors(self.view.methods)
         choice = self.choice
-        table = model.results_table(self.results, methods, choice, self.references)
+        table = model.results_table(self.results, methods, choice, self.method_params)
         wide = self.screen.size.width >= WIDE
         with self.batch_update():
             self.query_one(ResultsTable).show(table, choice, colors, wide)

@@ -162,13 +162,13 @@ def fmt_ri(value) -> str:
 
 
 def results_table(results: list[dict], methods: list[str], choice: MetricChoice,
-                  references: set[str] | None = None) -> Table:
+                  method_params: dict[str, dict] | None = None) -> Table:
     """Per method: the last period's metrics, the test running mean, the relative improvement."""
     from sml_sim import report
 
     means = report.split_means(results, "test")
     # The same reference as `sml-sim runs`: it does not change with the chart's metric.
-    reference = report.ri_reference(means, "recall@20", report.REFERENCE_METHODS if references is None else references)
+    reference = report.ri_reference(results, method_params)
     # Each method against the reference over the test periods both have scored: while a resumed
     # method catches up, or after one failed, unlike means would be compared otherwise.
     improvements = report.relative_improvements_shared(results, "test", reference) if reference else {}

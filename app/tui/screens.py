@@ -45,8 +45,8 @@ meta step had seen during training periods: they are never averaged.
 **Timing chart**: seconds spent retraining each method per period.
 
 **Table**: per method, the last scored period (`*` = in-sample) and its metrics, the running mean over
-the test periods so far, **RI** = the relative improvement of SML (or, without SML, of the method
-with the best mean test Recall@20, as in `sml-sim runs`) over that method, in percent, over the test periods both have scored
+the test periods so far, **RI** = the relative improvement of SML (without `sml`, of the best SML
+configuration, else of the best method, by validation Recall@20, as in `sml-sim runs`) over that method, in percent, over the test periods both have scored
 (while a resumed method catches up, these are fewer than the test means shown cover; `-` where the
 other method scores 0), and the last retraining time (`fit`). It shows Recall and NDCG both, at the
 chosen K and ranking. On a wide terminal, `tests` counts the test periods in the method's mean and
