@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -511,8 +512,22 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
     try:
         check_spec(cfg.dataset)  # a bad file or value fails before the store is touched
     except DataError as exc:
-        raise DataError(f"{exc}{origin}") from None
+        message = str(exc)
+        if path is not None:  # name what came from the file as the file writes it, not as a flag
+            given = {"--data": data, "--scale": scale, "--periods": periods, "--period-length": period_length,
+                     "--min-user-interactions": min_user, "--min-item-interactions": min_item, "--split": split,
+                     "--retrain-start": start, "--seed": seed,
+                     **{f"--{key.replace('_', '-')}": (csv_opts or {}).get(key) for key in CSV_FLAG_KEYS}}
+            for flag, value in given.items():
+                if value is None:
+                    key = flag[2:].replace("-", "_")
+                    section = "[dataset.csv]" if key in CSV_FLAG_KEYS else "[dataset]"
+                    message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", f"{section} {key}", message)
+        raise DataError(f"{message}{origin}") from None
     return cfg
+
+
+CSV_FLAG_KEYS = ("user_col", "item_col", "time_col", "time_format", "delimiter")
 
 
 def refuse_new_settings(ctx: typer.Context, run_id: int, keep: set[str]) -> None:

@@ -1170,3 +1170,18 @@ def test_replay_reopens_a_run_whose_file_dataset_recorded_the_seed(cli, tiny_sce
     monkeypatch.setattr(tui, "run_replay_app", fake_app)
     assert cli("replay", toml, "--seed", "5", "--db", db).exit_code == 0
     assert opened == [1]
+
+
+def test_a_bad_setting_from_the_scenario_file_is_named_as_the_file_writes_it(cli, tiny_scenario, one_line_error):
+    """Every scenario value that check_spec refused was named as a flag the user never typed."""
+    toml = tiny_scenario(methods=("pop",))
+    bad = toml.with_name("bad.toml")
+    bad.write_text(toml.read_text().replace("retrain_start = 2", "retrain_start = 2\nmin_user_interactions = -3"))
+    line = one_line_error(cli("run", bad, "--db", f"sqlite:///{toml.parent}/n.db"), 2)
+    assert line.startswith("error: [dataset] min_user_interactions must be 0 or more, not -3 (settings from"), line
+    # given on the command line, the same mistake is named as the flag
+    line = one_line_error(cli("run", toml, "--min-user-interactions", "-3", "--db", f"sqlite:///{toml.parent}/n.db"), 2)
+    assert "--min-user-interactions must be 0 or more" in line and "[dataset]" not in line, line
+    # --periods against the file's split: the message says which split would add up
+    line = one_line_error(cli("run", toml, "--periods", "10", "--db", f"sqlite:///{toml.parent}/n.db"), 2)
+    assert "split 5/1/2 does not add up to 10 periods; with the same shares, 7/1/2 does" in line, line

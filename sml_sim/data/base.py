@@ -46,7 +46,12 @@ class Split:
             raise DataError(f"split {n_train}/{n_validation}/{n_test}: train and test need at least one period "
                             "(validation may have none)")
         if n_train + n_validation + n_test != n_periods:
-            raise DataError(f"split {n_train}/{n_validation}/{n_test} does not add up to {n_periods} periods")
+            total = n_train + n_validation + n_test
+            val = max(1, round(n_periods * n_validation / total)) if n_validation else 0
+            test = max(1, round(n_periods * n_test / total))
+            hint = (f"; with the same shares, {n_periods - val - test}/{val}/{test} does"
+                    if n_periods - val - test >= 2 else "")
+            raise DataError(f"split {n_train}/{n_validation}/{n_test} does not add up to {n_periods} periods{hint}")
         if not 1 <= retrain_start <= n_train - 1:
             raise DataError(
                 f"retraining start {retrain_start} must lie inside the training periods 1..{n_train - 1}"
