@@ -175,7 +175,7 @@ def test_a_bad_dataset_value_from_a_scenario_names_the_file(cli, tmp_path):
     path = edited(tmp_path, "seed = 0\n\n[run]", "seed = -3\n\n[run]")  # the [dataset] seed
     r = cli("run", path, "--db", tmp_path / "x.db")
     assert r.exit_code == 2
-    assert "--seed must be" in r.stderr and f"(settings from {path})" in r.stderr
+    assert "[dataset] seed must be" in r.stderr and f"(settings from {path})" in r.stderr
 
 
 def test_every_setting_of_every_method_says_what_it_means(cli):
