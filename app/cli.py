@@ -449,8 +449,9 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU thr
 
 
 def build_config(target: str, *, data, methods, seed, device, scale, periods, period_length, min_user, min_item,
-                 split, start, csv_opts: dict | None = None, data_only: bool = False):
-    """A scenario file or name, or a dataset protocol, plus the command line's overrides."""
+                 split, start, csv_opts: dict | None = None, data_only: bool = False, note=None):
+    """A scenario file or name, or a dataset protocol, plus the command line's overrides. The
+    scenario's notes go to ``note(text)`` (default: stderr) unless --methods makes them moot."""
     from sml_sim.config import RunConfig, load_scenario, scenario_path, validate_methods
     from sml_sim.data import PROTOCOLS, reads_a_file
 
@@ -493,6 +494,9 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
         cfg.device = device
     if methods is not None:  # `--methods ""` is an error below, not "the scenario's methods"
         cfg.methods = [m.strip() for m in methods.split(",") if m.strip()]
+    elif not data_only:
+        for text in cfg.notes:
+            (note or say_note)(text)
     from sml_sim.data.base import DataError
 
     try:
@@ -932,7 +936,8 @@ def replay(
         cfg = build_config(target, data=data, methods=methods, seed=seed, device=device, scale=scale,
                            periods=periods, period_length=period_length, min_user=min_user_interactions,
                            min_item=min_item_interactions, split=split, start=retrain_start,
-                           csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header))
+                           csv_opts=csv_options(user_col, item_col, time_col, time_format, delimiter, no_header),
+                           note=notes.append)
         store = None
         if not new and store_exists(db):
             # Reopening the same replay reopens its last run: an unfinished one continues, a finished

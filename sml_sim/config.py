@@ -45,6 +45,9 @@ class RunConfig:
     pretrain: dict = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
+    # What the scenario file leaves out that its user should hear about; not part of the settings
+    # (not stored, not compared).
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -186,6 +189,11 @@ def load_scenario(path: Path) -> RunConfig:
         validate_methods(cfg)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
+    unlisted = [name for name, section in methods.items() if "kind" in section and name not in cfg.methods]
+    if "methods" not in run and unlisted:  # defined to be run, surely; the defaults run instead
+        cfg.notes.append(f"{path}: {', '.join(unlisted)} {'is' if len(unlisted) == 1 else 'are'} defined but not "
+                         f"run: [run] has no methods list, so the defaults run ({', '.join(cfg.methods)}); list "
+                         "the methods to run there, or give --methods")
     return cfg
 
 

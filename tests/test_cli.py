@@ -1185,3 +1185,17 @@ def test_a_bad_setting_from_the_scenario_file_is_named_as_the_file_writes_it(cli
     # --periods against the file's split: the message says which split would add up
     line = one_line_error(cli("run", toml, "--periods", "10", "--db", f"sqlite:///{toml.parent}/n.db"), 2)
     assert "split 5/1/2 does not add up to 10 periods; with the same shares, 7/1/2 does" in line, line
+
+
+def test_methods_a_scenario_defines_but_does_not_list_are_named(cli, tiny_scenario):
+    """Without a [run] methods list the defaults ran, and the configurations the file defined for
+    the study were silently left out."""
+    toml = tiny_scenario(methods=("pop",), extra='[methods.fine-2]\nkind = "fine"\nepochs = 2\n')
+    unlisted = toml.with_name("unlisted.toml")
+    unlisted.write_text(toml.read_text().replace("methods = ['pop']\n", ""))
+    r = cli("run", unlisted, "--db", f"sqlite:///{toml.parent}/u.db")
+    assert r.exit_code == 0, r.stderr
+    assert "fine-2 is defined but not run: [run] has no methods list, so the defaults run" in r.stderr
+    r = cli("run", unlisted, "--methods", "fine-2", "--db", f"sqlite:///{toml.parent}/u.db")
+    assert r.exit_code == 0 and "defined but not run" not in r.stderr
+    assert "defined but not run" not in cli("run", toml, "--db", f"sqlite:///{toml.parent}/u.db").stderr  # listed
