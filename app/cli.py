@@ -894,8 +894,8 @@ def export_results(store, run_id: int, path: Path) -> int:
     from sml_sim import report
 
     info = store.run(run_id)
-    return report.write_results_csv(path, report.ExportMeta(run_id, info.dataset, info.source),
-                                    store.results(run_id))
+    return report.write_results_csv(path, report.ExportMeta(run_id, info.dataset, info.source, info.scenario,
+                                                            info.seed), store.results(run_id))
 
 
 @app.command()

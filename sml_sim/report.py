@@ -17,7 +17,7 @@ import numpy as np
 from sml_sim.evaluation import KS, METRIC_KEYS
 
 RESULT_COLUMNS = [
-    "run_id", "dataset", "source", "method", "period", "split", "in_sample", "status", "n_cases",
+    "run_id", "dataset", "source", "scenario", "seed", "method", "period", "split", "in_sample", "status", "n_cases",
     "recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
     "full_recall@5", "full_recall@10", "full_recall@20", "full_ndcg@5", "full_ndcg@10", "full_ndcg@20",
     "retrain_s", "eval_s", "error",
@@ -194,6 +194,8 @@ class ExportMeta:
     run_id: int
     dataset: str
     source: str
+    scenario: str  # the run's scenario name, and its seed: runs of several seeds concatenate as they are
+    seed: int
 
 
 def open_out(path):
@@ -209,9 +211,9 @@ def write_results_csv(path, meta: ExportMeta, results: list[dict]) -> int:
         w.writerow(RESULT_COLUMNS)
         for r in sorted(results, key=lambda r: (r["method"], r["period"])):
             m = r["metrics"]
-            w.writerow([meta.run_id, meta.dataset, meta.source, r["method"], r["period"], r["split"],
-                        int(r["in_sample"]), r["status"], r["n_cases"],
-                        *[_fmt(m.get(k)) if r["n_cases"] else "" for k in RESULT_COLUMNS[9:21]],
+            w.writerow([meta.run_id, meta.dataset, meta.source, meta.scenario, meta.seed, r["method"], r["period"],
+                        r["split"], int(r["in_sample"]), r["status"], r["n_cases"],
+                        *[_fmt(m.get(k)) if r["n_cases"] else "" for k in RESULT_COLUMNS[11:23]],
                         f"{r['retrain_s']:.3f}", f"{r['eval_s']:.3f}", r["error"] or ""])
     return len(results)
 

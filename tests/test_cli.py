@@ -21,7 +21,7 @@ from app.cli import app
 from sml_sim.evaluation import metrics_from_ranks
 from tests.conftest import interrupted_run
 
-RESULT_COLUMNS = ("run_id,dataset,source,method,period,split,n_cases,recall@5,recall@10,recall@20,ndcg@5,ndcg@10,"
+RESULT_COLUMNS = ("run_id,dataset,source,scenario,seed,method,period,split,n_cases,recall@5,recall@10,recall@20,ndcg@5,ndcg@10,"
                   "ndcg@20,full_recall@20,full_ndcg@20,retrain_s,eval_s").split(",")
 CASE_COLUMNS = ("run_id,method,period,split,in_sample,user,item,raw_user,raw_item,sampled_rank,full_rank,user_type,"
                 "item_type").split(",")
@@ -88,7 +88,8 @@ def test_export_results_columns(cli, finished_run, tmp_path):
     assert {r["split"] for r in rows} == {"train", "validation", "test"}
     for row in rows:
         assert row["run_id"] == "1" and row["dataset"] == "csv"
-        for k in RESULT_COLUMNS[7:]:
+        assert row["scenario"] == "clirun" and row["seed"] == "0"  # concatenated runs stay told apart
+        for k in RESULT_COLUMNS[9:]:
             float(row[k])
         assert 0 <= float(row["recall@5"]) <= float(row["recall@10"]) <= float(row["recall@20"]) <= 1
     # --out on `run` wrote the same results

@@ -180,7 +180,7 @@ async def test_export_writes_the_csv_and_shows_its_path(store, tmp_path):
         path = tmp_path / "t-run-1.csv"  # named after the store's file, t.db
         assert app.last_export == path.resolve()
         lines = path.read_text().splitlines()
-        assert lines[0].startswith("run_id,dataset,source,method,period")
+        assert lines[0].startswith("run_id,dataset,source,scenario,seed,method,period")
         assert len(lines) == 1 + 3
         log_text = "\n".join(line.text for line in app.query_one("#log").lines)
         assert str(path.resolve()) in log_text.replace("\n", "")

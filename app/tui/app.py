@@ -362,7 +362,9 @@ class ReplayApp(App):
 
         view = self.view
         results = self.store.results(view.run_id)
-        n = report.write_results_csv(path, report.ExportMeta(view.run_id, view.dataset, view.source), results)
+        config = self.replay.config
+        meta = report.ExportMeta(view.run_id, view.dataset, view.source, config.scenario, config.seed)
+        n = report.write_results_csv(path, meta, results)
         return path, n, max((r["period"] for r in results), default=None)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
