@@ -272,9 +272,9 @@ def test_determinism_same_seed_same_results_and_csv(baseline, tmp_path):
     # the CSV too, timings aside
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     info = store.run(rp.run_id)
-    report.write_results_csv(a, report.ExportMeta(1, info.dataset, info.source), store.results(rp.run_id))
+    report.write_results_csv(a, report.ExportMeta(1, info.dataset, info.source, info.scenario, info.seed), store.results(rp.run_id))
     store0 = Store(f"sqlite:///{tmp_path}/baseline.db")
-    report.write_results_csv(b, report.ExportMeta(1, info.dataset, info.source), store0.results(1))
+    report.write_results_csv(b, report.ExportMeta(1, info.dataset, info.source, info.scenario, info.seed), store0.results(1))
     assert _csv_without_timings(a) == _csv_without_timings(b)
 
 
