@@ -201,6 +201,7 @@ async def test_method_picker_pauses_and_hides_methods(store, tmp_path):
         assert app.hidden == {"fine"}
         assert "fine" not in app.query_one("#metric-chart", PeriodChart).series.points
         assert app.query_one(ResultsTable).row_count == 2
+        assert str(app.query_one("#table-title").content).startswith("hidden: fine · ")  # before a cut
         # an unchecked method is paused: the next step trains the others only
         await pilot.press("n")
         await settle(pilot, app, until=lambda: app.steps_done >= 2)

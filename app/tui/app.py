@@ -504,7 +504,10 @@ class ReplayApp(App):
             self.log_line(f"[black on yellow] SYNTHETIC [/] {escape(self.view.source)}")
         for note in self.view.notes:  # as `sml-sim run` prints them: skipped lines, a scaled split...
             self.log_line(f"[yellow]note:[/] {escape(note)}")
-        self.activity("replaying the periods before retraining, pre-training the initial model", 0.0)
+        if new:
+            self.activity("replaying the periods before retraining, pre-training the initial model", 0.0)
+        elif not self.replay.engine.finished:
+            self.activity("restoring the methods from their checkpoints", 0.0)
         self.refresh_views()
         self.update_status()
 
@@ -637,10 +640,11 @@ class ReplayApp(App):
         with self.batch_update():
             self.query_one(ResultsTable).show(table, choice, colors, wide)
             ref = table.reference or ("sml" if "sml" in methods else "the best")
-            hidden = f" · hidden: {', '.join(sorted(self.hidden))}" if self.hidden else ""
+            # first: a narrow terminal cuts the title's end, and missing rows must not go unnoticed
+            hidden = f"hidden: {', '.join(sorted(self.hidden))} · " if self.hidden else ""
             # The table shows Recall and NDCG both: its title names only what applies to both.
-            title = (f"{choice.ranking} · test = mean of {table.n_test} period{'' if table.n_test == 1 else 's'}"
-                     f" · RI % = {ref} vs row{hidden}")
+            title = (f"{hidden}{choice.ranking} · test = mean of {table.n_test} period{'' if table.n_test == 1 else 's'}"
+                     f" · RI % = {ref} vs row")
             label = self.query_one("#table-title", Static)
             if title != str(label.content):
                 label.update(Text(title), layout=False)  # a fixed line: no relayout
@@ -663,7 +667,8 @@ class ReplayApp(App):
 
     def update_status(self) -> None:
         status = {
-            "loading": "loading...", "preparing": "pre-training...", "stepping": "retraining...",
+            "loading": "loading...", "preparing": "pre-training..." if self.config is not None else "restoring...",
+            "stepping": "retraining...",
             "finished": "finished", "error": "error", "ready": "",
         }[self.phase]
         if self.goal is not None and self.phase in ("stepping", "ready"):
