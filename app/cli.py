@@ -1192,7 +1192,7 @@ def methods(
                                                help="Show this method's settings and their defaults.")] = None,
 ):
     """List the retraining methods usable in --methods and scenarios, or one method's settings."""
-    from sml_sim.retrainers import METHODS, allowed_values
+    from sml_sim.retrainers import METHODS, allowed_values, toml_text
 
     if name is None:
         table = Table(box=None, pad_edge=False)
@@ -1219,7 +1219,7 @@ def methods(
     table.add_column("meaning")
     for key, default in cls.defaults.items():
         value = preset.get(key, default)
-        shown = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+        shown = toml_text(value) if isinstance(value, bool | str) else str(value)  # as a scenario writes it
         allowed = allowed_values(key, default, cls.choices.get(key))
         table.add_row(key, escape(shown + (" (this variant)" if key in preset else "")), escape(allowed),
                       escape(cls.meanings.get(key, "")))
