@@ -173,6 +173,10 @@ def load_scenario(path: Path) -> RunConfig:
     for name, section in methods.items():
         if not isinstance(section, dict):
             raise DataError(f"{path}: [methods.{name}] must be a section (a table), not {section!r}")
+        inner = next((key for key, value in section.items() if isinstance(value, dict)), None)
+        if inner is not None:  # [methods.my.cfg]: TOML reads a dot as a section inside a section
+            raise DataError(f"{path}: [methods.{name}.{inner}] is read as a section inside [methods.{name}]; a "
+                            f"name with a dot needs quotes: [methods.\"{name}.{inner}\"]")
     if ds.get("data"):  # relative data paths are relative to the scenario file
         d = Path(ds["data"]).expanduser()
         ds["data"] = str(d if d.is_absolute() else (path.parent / d).resolve())
@@ -189,9 +193,12 @@ def load_scenario(path: Path) -> RunConfig:
         validate_methods(cfg)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
-    unlisted = [name for name, section in methods.items() if "kind" in section and name not in cfg.methods]
+    from sml_sim.retrainers import VARIANT_OF
+
+    used = set(cfg.methods) | {VARIANT_OF[m] for m in cfg.methods if m in VARIANT_OF}  # sml-s takes [methods.sml]
+    unlisted = [name for name in methods if name not in used]
     if "methods" not in run and unlisted:  # defined to be run, surely; the defaults run instead
-        cfg.notes.append(f"{path}: {', '.join(unlisted)} {'is' if len(unlisted) == 1 else 'are'} defined but not "
+        cfg.notes.append(f"{path}: {', '.join(unlisted)} {'is' if len(unlisted) == 1 else 'are'} configured but not "
                          f"run: [run] has no methods list, so the defaults run ({', '.join(cfg.methods)}); list "
                          "the methods to run there, or give --methods")
     return cfg
@@ -201,8 +208,8 @@ def method_name_problem(name: str, builtin) -> str | None:
     """Why ``name`` cannot name a method configuration: it must survive `--methods a,b` and not pass
     for a built-in method (``SML`` next to ``sml``)."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
-        return ("a method name is letters, digits and . _ + - (no spaces or commas: it must be usable "
-                "in --methods a,b)")
+        return ("a method name starts with a letter or digit and holds only letters, digits and . _ + - (no "
+                "spaces or commas: it must be usable in --methods a,b)")
     if name not in builtin and name.lower() in builtin:
         return f"differs from the built-in method {name.lower()} only by case; give it a name of its own"
     return None

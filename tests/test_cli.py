@@ -1196,7 +1196,15 @@ def test_methods_a_scenario_defines_but_does_not_list_are_named(cli, tiny_scenar
     unlisted.write_text(toml.read_text().replace("methods = ['pop']\n", ""))
     r = cli("run", unlisted, "--db", f"sqlite:///{toml.parent}/u.db")
     assert r.exit_code == 0, r.stderr
-    assert "fine-2 is defined but not run: [run] has no methods list, so the defaults run" in r.stderr
+    assert "fine-2 is configured but not run: [run] has no methods list, so the defaults run" in r.stderr
     r = cli("run", unlisted, "--methods", "fine-2", "--db", f"sqlite:///{toml.parent}/u.db")
-    assert r.exit_code == 0 and "defined but not run" not in r.stderr
-    assert "defined but not run" not in cli("run", toml, "--db", f"sqlite:///{toml.parent}/u.db").stderr  # listed
+    assert r.exit_code == 0 and "configured but not run" not in r.stderr
+    assert "configured but not run" not in cli("run", toml, "--db", f"sqlite:///{toml.parent}/u.db").stderr  # listed
+    # settings of a built-in method that the defaults leave out are unused too
+    tuned = toml.with_name("tuned.toml")
+    tuned.write_text(unlisted.read_text() + "[methods.sml]\nouter_iters = 2\n")
+    r = cli("run", tuned, "--methods", "pop", "--db", f"sqlite:///{toml.parent}/u.db")
+    assert "configured but not run" not in r.stderr  # --methods says what runs
+    from sml_sim.config import load_scenario
+
+    assert "fine-2, sml are configured but not run" in load_scenario(tuned).notes[0]
