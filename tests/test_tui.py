@@ -869,6 +869,10 @@ async def test_a_small_terminal_shows_every_method_row_and_the_status_line(store
         assert screen.contains_region(table.region)
         assert screen.contains_region(activity.region) and activity.region.bottom <= footer.region.y
         assert app.query_one("#charts").display  # what is left is still a readable chart here
+        chart = app.query_one("#metric-chart", PeriodChart)
+        legend = chart.legend()  # as it is set as the border title
+        assert all(m in legend.plain.split() for m in config.methods), legend.plain  # every method named
+        assert legend.cell_len <= chart.size.width - 4
         await pilot.press("q")
 
 

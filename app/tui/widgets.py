@@ -228,15 +228,24 @@ class PeriodChart(PlotextPlot):
             return strip if strip.cell_length == width else strip.crop_extend(0, width, None)
         return Strip.blank(width)
 
-    def legend(self) -> Text:
+    def legend(self, compact: bool = False) -> Text:
+        """The title and a line mark per method in its colour; ``compact`` (chosen when the border is
+        too narrow for the marks) colours the names themselves instead."""
         text = Text(self.chart_title, style="bold")
         text.append("  ")
         for method in self.series.points:
-            text.append("━ ", style=self.method_colors.get(method, (15, "white"))[1])
-            text.append(f"{method} ")
+            color = self.method_colors.get(method, (15, "white"))[1]
+            if compact:
+                text.append(method, style=f"bold {color}")
+                text.append(" ")
+            else:
+                text.append("━ ", style=color)
+                text.append(f"{method} ")
         if any(self.series.in_sample.values()):
             text.append("x", style="bold")
             text.append(" in-sample")
+        if not compact and self.size.width and text.cell_len > self.size.width - 4:  # the border's corners
+            return self.legend(compact=True)
         return text
 
 
