@@ -47,6 +47,8 @@ class UserIndex:
         self.sorted_users = users[self.order]
         self.rank = np.empty(self.n, dtype=np.int64)
         self.rank[self.order] = np.arange(self.n, dtype=np.int64)
+        # (user, position) as one increasing key: where a user's entries before any position start
+        self._keys = self.sorted_users * max(self.n, 1) + self.order
 
     def bounds(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rank, first rank, end rank) of the user of each position, in the sorted order."""
@@ -55,14 +57,19 @@ class UserIndex:
         return (idx, np.searchsorted(self.sorted_users, u, side="left"),
                 np.searchsorted(self.sorted_users, u, side="right"))
 
-    def previous(self, positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Stream positions of the last ``n`` interactions of each position's user strictly before it.
+    def previous(self, positions: np.ndarray, n: int, before: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Stream positions of the last ``n`` interactions of each position's user strictly before it
+        (``before``: strictly before that stream position instead, e.g. the first one of its time).
 
         Returns (matrix [len(positions), n] right-aligned, oldest first, -1 padded on the left;
         number of earlier interactions, not capped at n).
         """
         positions = np.asarray(positions, dtype=np.int64)
         idx, start, _ = self.bounds(positions)
+        if before is not None:
+            users = self.sorted_users[idx]
+            idx = np.searchsorted(self._keys, users * max(self.n, 1) + np.asarray(before, dtype=np.int64), "left")
         count = idx - start
         k = idx[:, None] - n + np.arange(n)[None, :]
         valid = k >= np.maximum(idx - count, idx - n)[:, None]

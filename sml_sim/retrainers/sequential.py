@@ -23,9 +23,10 @@ GRU4Rec variant implemented: **windowed sequence training with sampled softmax**
   weights and Adam state, ``epochs`` epochs. Before the first retraining period the model is
   pre-trained on periods 0..retrain_start-1 for ``pretrain_epochs`` (in ``start``, like the MF
   methods' shared initial model); its time is reported as ``pretrain_s`` in the first period's facts.
-* Scoring a case at stream position p: the user's last ``max_len`` interactions before p (earlier
-  test-period interactions included as input, never p or later), prefixed with BOS when the user
-  has fewer than ``max_len``; the final hidden state is scored against all items.
+* Scoring a case at stream position p: the user's last ``max_len`` interactions with an earlier
+  time than p's (earlier test-period interactions included as input, never p, later ones, or ones
+  of the same time, whose order in the stream is the file's), prefixed with BOS when the user has
+  fewer than ``max_len``; the final hidden state is scored against all items.
 
 Caser (Tang & Wang, WSDM 2018)
 -------------------------------
@@ -34,16 +35,21 @@ Caser (Tang & Wang, WSDM 2018)
   the L most recent items, dropout, a ReLU fully connected layer to d, concatenated with the user
   embedding (d), scored by an item output table of size 2d plus bias.
 * Loss: binary cross-entropy of each of the T next items (label 1) and ``neg_per_target`` * T items
-  drawn uniformly from the items seen so far (label 0; the original excludes the user's items,
-  here an accidental hit is rare and kept). Adam with weight decay ``l2``.
+  drawn uniformly from the items seen so far (label 0; the original excludes the user's items and
+  draws ``neg_per_target`` per window; here an accidental hit, about 6% of draws on MovieLens, is
+  kept). Adam with weight decay ``l2``.
 * Examples: one per interaction (its first target); input = the user's L items before it, left-
-  padded; targets = it and the user's next T-1 items, cut at the end of the period trained on.
+  padded with a zero PAD row (the original slides windows of L + T, pads only short users, and
+  learns its padding embedding); targets = it and the user's next T-1 items, cut at the end of the
+  period trained on. Embeddings start at std 0.02 (the original: 1/(2d) for the output table).
 * Training: pre-trained in ``start`` on every example whose first target lies in periods
   0..retrain_start-1 (``pretrain_epochs``), then fine-tuned at period t on the examples whose first
   target lies in period t (``epochs``); their input windows may reach back into earlier periods.
   The Adam state is kept across periods.
 
 Both, at scoring time (defined behaviours):
+* A case's input is the user's interactions with an earlier time than the case's: ties in time keep
+  the file's order, which is not the user's (MovieLens rates many items within one second).
 * A user without history: GRU4Rec scores the learned empty-history state (BOS alone); Caser uses an
   all-padding window, i.e. the user embedding (plus learned biases) alone.
 * A user first seen after the last period trained on has no trained embedding: Caser uses a zero
@@ -147,6 +153,15 @@ class SequentialRetrainer(Retrainer):
             raise FloatingPointError(f"{self.kind} training loss became {value}")
         return value
 
+    def history_before(self, cases, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``n`` interactions of each case's user with an earlier time than the case (and
+        their number). Interactions of the same time are not "before": their order in the stream is
+        the file's, not the user's (MovieLens rates many items within one second)."""
+        positions = cases.positions[rows]
+        times = self.ctx.dataset.times
+        first_of_time = np.searchsorted(times, times[positions], "left")  # the stream is sorted by time
+        return self.history_index(cases).previous(positions, n, before=first_of_time)
+
     def history_index(self, cases) -> UserIndex:
         """Stream positions up to the last case of the set, grouped by user (cached per case set)."""
         end = int(cases.positions.max()) + 1 if len(cases.positions) else 0
@@ -248,7 +263,7 @@ class GRU4Rec(SequentialRetrainer):
     def score(self, cases, rows: np.ndarray, n_items: int) -> torch.Tensor:
         max_len = self.hp("max_len")
         n_seen, _ = self.seen()
-        prev, count = self.history_index(cases).previous(cases.positions[rows], max_len)
+        prev, count = self.history_before(cases, rows, max_len)
         hist = gather_items(self.ctx.dataset.items, prev, -1)
         hist[hist >= n_seen] = -GRU_SHIFT  # untrained item -> PAD token (unknown)
         tokens, slot = gru_score_inputs(hist, count, max_len)
@@ -270,7 +285,7 @@ class Caser(SequentialRetrainer):
     kind = "caser"
     meanings = {"d": "embedding size", "L": "previous items the convolution reads",
                 "T": "next items predicted per window", "n_v": "vertical filters", "n_h": "horizontal filters per height",
-                "dropout": "dropout before the output layer", "neg_per_target": "sampled negatives per target",
+                "dropout": "dropout on the convolution outputs, before the FC layer", "neg_per_target": "sampled negatives per target",
                 "epochs": "epochs on each new period", "pretrain_epochs": "epochs before the first period",
                 "lr": "Adam learning rate", "l2": "weight decay", "batch_size": "windows per step",
                 "init_std": "std of the initial embeddings"}
@@ -325,7 +340,7 @@ class Caser(SequentialRetrainer):
     def score(self, cases, rows: np.ndarray, n_items: int) -> torch.Tensor:
         L = self.hp("L")
         n_seen, n_users_seen = self.seen()
-        prev, _ = self.history_index(cases).previous(cases.positions[rows], L)
+        prev, _ = self.history_before(cases, rows, L)
         hist = gather_items(self.ctx.dataset.items, prev, -1)
         hist[hist >= n_seen] = -1  # untrained item -> PAD (unknown)
         dev = self.ctx.device
