@@ -251,6 +251,7 @@ class ReplayApp(App):
         self._table_owed = False
         self._charts_owed = False
         self._charts_drawn_at = 0.0
+        self._layout_shape: tuple | None = None  # what fit_layout set last
 
     # ------------------------------------------------------------------ layout
 
@@ -732,7 +733,7 @@ class ReplayApp(App):
         bottom = below + min(rows, table_room)
         bottom = bottom + log_height if narrow else max(bottom, log_height)
         shape = (table_room, None if narrow else max(3, height - chrome), height - chrome - bottom < MIN_CHART_ROWS)
-        if shape == getattr(self, "_layout_shape", None):
+        if shape == self._layout_shape:
             return
         self._layout_shape = shape
         table.styles.max_height, log.styles.max_height, no_charts = shape
