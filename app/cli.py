@@ -971,7 +971,7 @@ def replay(
 
     outcome = run_replay_app(store=store, config=cfg, run_id=run_id, threads=threads, dataset=dataset,
                              notes=notes, take_over=force)
-    if outcome.run_id is not None and outcome.run_id == run_id:  # reopened, not refused
+    if outcome.run_id is not None and outcome.run_id == run_id and not outcome.view_only:  # reopened, not refused
         record_thread_switch(store, run_id, *switch)
     if outcome.run_id is None:
         if outcome.error:
@@ -981,6 +981,8 @@ def replay(
     if outcome.finished:
         out.print(f"run {outcome.run_id} finished; `sml-sim export {outcome.run_id} --out FILE"
                   f"{escape(db_flag(db))}` writes its results")
+    elif outcome.view_only:
+        out.print(f"run {outcome.run_id} was shown, not continued: {escape(outcome.view_only)}")
     else:
         out.print(f"run {outcome.run_id}: every committed period is kept; continue with "
                   f"`sml-sim replay --run {outcome.run_id}{escape(db_flag(db))}`")

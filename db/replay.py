@@ -73,7 +73,13 @@ def missing_checkpoints(store: Store, run_id: int) -> list[Path]:
             for path in [checkpoint_file(folder, method, period)] if not path.exists()]
 
 
+class MissingCheckpoints(StoreError):
+    """An unfinished run cannot continue here: checkpoints it needs are not where they should be."""
+
+
 class Replay:
+    view_only = False  # opened to be looked at: neither claimed nor continued (see ``resume``)
+
     def __init__(self, store: Store, run_id: int, config: RunConfig, dataset: Dataset, dataset_id: int,
                  cancel: threading.Event | None = None):
         self.store = store
@@ -114,11 +120,12 @@ class Replay:
 
     @classmethod
     def resume(cls, store: Store, run_id: int, progress=None, cancel=None, take_over: bool = False,
-               command: str = "run --resume") -> Replay:
+               command: str = "run --resume", view_only: bool = False) -> Replay:
         """Continue a run. ``take_over``: also one that a process of another machine (or of this one
         under another host name, as in a restarted container) seems to hold, which this one cannot
         check; never one that a live process of this machine holds. ``command``: the sml-sim command
-        (with its run option) that the take-over hint names."""
+        (with its run option) that the take-over hint names. ``view_only``: open it to be looked at
+        even without its checkpoints; it is then neither claimed nor continued."""
         info = store.run(run_id)
         refuse_if_held_here(info)
         if info.status == "running" and info.owner not in (None, this_process()) and not take_over:
@@ -127,19 +134,19 @@ class Replay:
                              "for it, or stop it first (its committed periods are kept); if it is gone (another "
                              f"machine, or a container since restarted), `sml-sim {command} {run_id} --force"
                              f"{db_option(store.url)}` continues it here")
-        missing = missing_checkpoints(store, run_id)
+        missing = [] if view_only else missing_checkpoints(store, run_id)
         if missing:  # said before anything is loaded, and the run is left as it was
             folder = missing[0].parent
             link = store.sqlite_path
             if link is not None:  # opened through a link: earlier versions named the folder after the link
                 named_for_link = link.resolve().parent / "sml-sim-checkpoints" / link.name / f"run-{run_id}"
                 if named_for_link != folder and named_for_link.is_dir():
-                    raise StoreError(f"run {run_id}'s checkpoints are in {named_for_link}, named after the link "
+                    raise MissingCheckpoints(f"run {run_id}'s checkpoints are in {named_for_link}, named after the link "
                                      f"the store was opened by (as earlier versions did); move that folder to "
                                      f"{folder} to continue")
             where = ("sml-sim-checkpoints/OLD_STORE_NAME/run-{n}/ next to the old store" if store.sqlite_path
                      else "the old machine's or $SML_SIM_HOME's checkpoints/<id>/run-{n}/").format(n=run_id)
-            raise StoreError(f"run {run_id} cannot continue: its checkpoints are not in {folder} (missing "
+            raise MissingCheckpoints(f"run {run_id} cannot continue: its checkpoints are not in {folder} (missing "
                              f"{', '.join(p.name for p in missing[:3])}{', ...' if len(missing) > 3 else ''}); "
                              f"if this store was copied or moved, copy {where} to {folder}/")
         config = RunConfig.from_dict(info.config)
@@ -157,10 +164,12 @@ class Replay:
                                  "reads it differently); start a new run instead")
             store.refingerprint(info.dataset_id, fp)
         store.mark_used(info.dataset_id)
-        if info.status != "finished" and not store.claim_run(run_id, info.owner):
+        if info.status != "finished" and not view_only and not store.claim_run(run_id, info.owner):
             raise StoreError(f"run {run_id} was taken up by another process while this one prepared it; wait for "
                              "it, or stop it first (its committed periods are kept)")
-        return cls(store, run_id, config, dataset, info.dataset_id, cancel)
+        replay = cls(store, run_id, config, dataset, info.dataset_id, cancel)
+        replay.view_only = view_only
+        return replay
 
     # -------------------------------------------------------------- the store as a listener
 

@@ -1208,3 +1208,21 @@ def test_methods_a_scenario_defines_but_does_not_list_are_named(cli, tiny_scenar
     from sml_sim.config import load_scenario
 
     assert "fine-2, sml are configured but not run" in load_scenario(tuned).notes[0]
+
+
+def test_replay_says_a_run_it_only_showed_was_not_continued(cli, tiny_scenario, monkeypatch):
+    import app.cli as cli_mod
+    import app.tui as tui
+    from app.tui.app import ReplayOutcome
+    from db.store import Store
+
+    toml = tiny_scenario(methods=("pop",))
+    db = f"sqlite:///{toml.parent}/shown.db"
+    interrupted_run(Store(db), toml)
+    reason = "run 1 cannot continue: its checkpoints are not in X"
+    monkeypatch.setattr(cli_mod, "has_terminal", lambda: True)
+    monkeypatch.setattr(tui, "run_replay_app", lambda **kw: ReplayOutcome(
+        run_id=1, finished=False, error=None, exported_to=None, view_only=reason))
+    r = cli("replay", "--run", "1", "--db", db)
+    assert r.exit_code == 0 and f"run 1 was shown, not continued: {reason}" in r.stdout
+    assert "continue with" not in r.stdout

@@ -59,7 +59,7 @@ async def settle(pilot, app: ReplayApp, until=None, timeout: float = 30.0) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         charts_drawn = not app.refresh_pending and all(chart.up_to_date for chart in app.query(PeriodChart))
-        if not app.busy and app.phase in ("ready", "finished", "error") and charts_drawn \
+        if not app.busy and app.phase in ("ready", "finished", "view", "error") and charts_drawn \
                 and (until is None or until()):
             await pilot.pause()
             return
@@ -543,6 +543,31 @@ async def test_resume_shows_the_committed_periods_and_continues(store, tmp_path)
         await pilot.press("n")
         await settle(pilot, again, until=lambda: again.steps_done >= 1)
         assert sorted({r["period"] for r in store.results(1)}) == [3, 4]
+
+
+async def test_a_run_whose_checkpoints_are_missing_is_shown_not_continued(store, tmp_path):
+    """A store copied without its checkpoints folder: the TUI refused to open the run at all, though
+    its results are all in the store."""
+    import shutil
+
+    from db.replay import checkpoint_root
+
+    await interrupted_after_one_step(store, tmp_path)
+    shutil.rmtree(checkpoint_root(store) / "run-1")
+    committed = store.results(1)
+    app = ReplayApp(store=store, run_id=1, export_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        assert app.phase == "view" and sorted({r["period"] for r in app.results}) == [3]
+        assert "cannot continue: its checkpoints are not in" in log_text(app).replace("\n", " ")
+        await pilot.press("n")
+        await pilot.press("a")
+        await pilot.pause(0.3)
+        assert not app.busy and app.steps_done == 0
+        await pilot.press("q")
+    outcome = app.outcome()
+    assert outcome.view_only and "cannot continue" in outcome.view_only and outcome.error is None
+    assert store.run(1).status == "interrupted" and store.results(1) == committed  # left as it was
 
 
 async def test_a_run_held_by_another_machine_opens_only_with_take_over(store, tmp_path):

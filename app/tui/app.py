@@ -234,7 +234,8 @@ class ReplayApp(App):
         self.results: list[dict] = []
         self.choice = MetricChoice()
         self.hidden: set[str] = set()
-        self.phase = "loading"  # loading | preparing | ready | stepping | finished | error
+        self.phase = "loading"  # loading | preparing | ready | stepping | finished | view | error
+        self.view_only: str | None = None  # why the run is only shown: it cannot continue here
         self.busy = False
         self.goal: int | None = None  # last period to retrain on while autoplaying / running to test
         self.goal_name = ""
@@ -287,7 +288,7 @@ class ReplayApp(App):
 
     @work(thread=True, group="replay", exit_on_error=False, name="load", description="load the dataset, pre-train")
     def _load_worker(self) -> str:
-        from db.replay import Replay
+        from db.replay import MissingCheckpoints, Replay
         from sml_sim.evaluation import small_catalogue_note
         from sml_sim.retrainers.base import Cancelled
 
@@ -307,8 +308,13 @@ class ReplayApp(App):
                 replay = Replay.new(self.store, self.config, progress=on_read, cancel=cancel, dataset=self.dataset)
                 self.dataset = None  # the replay holds it now
             else:
-                replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel,
-                                       take_over=self.take_over, command="replay --run")
+                try:
+                    replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel,
+                                           take_over=self.take_over, command="replay --run")
+                except MissingCheckpoints as exc:  # its results can still be shown
+                    self.view_only = str(exc)
+                    replay = Replay.resume(self.store, self.requested_run, progress=on_read, cancel=cancel,
+                                           take_over=self.take_over, command="replay --run", view_only=True)
         except Cancelled:
             return "cancelled"
         self.opened_replay = replay
@@ -323,7 +329,7 @@ class ReplayApp(App):
             small_catalogue=small_catalogue_note(ds.n_items),
         )
         self.post_message(ReplayLoaded(view, self.store.results(replay.run_id), replay))
-        if not replay.engine.finished:
+        if not replay.engine.finished and not replay.view_only:
             try:
                 replay.engine.prepare()
             except Cancelled:
@@ -414,9 +420,11 @@ class ReplayApp(App):
         if worker.name == "load":
             self.query_one("#charts").loading = False
             finished = self.replay.engine.finished
-            self.phase = "finished" if finished else "ready"
+            self.phase = "finished" if finished else "view" if self.view_only else "ready"
             self.update_status()
-            if finished:
+            if self.view_only:
+                self.log_line(f"[yellow]shown only[/]: {escape(self.view_only)}")
+            elif finished:
                 self.log_line("this run is finished: every period is scored (e exports it; "
                               "--new starts another run with the same settings)")
             elif self.auto_first_step and not self.results:
@@ -513,7 +521,7 @@ class ReplayApp(App):
         self.update_status()
 
     def on_replay_prepared(self, message: ReplayPrepared) -> None:
-        if self.replay is None or not self.replay.engine.finished:  # a finished run trains nothing
+        if self.replay is None or not (self.replay.engine.finished or self.view_only):  # nothing to train
             resumed = self.replay is not None and bool(self.replay.engine.committed)
             self.log_line("methods restored from their checkpoints" if resumed else "initial model ready")
         # Everything loaded so far (dataset, models, widgets) lives as long as the app: keep it out
@@ -669,7 +677,7 @@ class ReplayApp(App):
     def update_status(self) -> None:
         status = {
             "loading": "loading...", "preparing": "pre-training..." if self.config is not None else "restoring...",
-            "stepping": "retraining...",
+            "stepping": "retraining...", "view": "shown only",
             "finished": "finished", "error": "error", "ready": "",
         }[self.phase]
         if self.goal is not None and self.phase in ("stepping", "ready"):
@@ -678,6 +686,9 @@ class ReplayApp(App):
         if not self.busy:
             if self.phase == "finished":
                 self.activity("finished: every period is scored. e exports the CSV, q quits", 1.0)
+            elif self.phase == "view":
+                self.activity(Text("shown only, it cannot continue here (see the log); e exports the CSV, q quits",
+                                   style="yellow"))
             elif self.phase == "ready" and self.replay is not None:
                 late = self.catching_up()
                 if late is not None:
@@ -862,7 +873,7 @@ class ReplayApp(App):
     def outcome(self) -> ReplayOutcome:
         """Once the app has exited: record the run's status and say how it ended."""
         replay = self.replay or self.opened_replay
-        if replay is not None:
+        if replay is not None and not replay.view_only:  # a run only shown is left as it was
             if replay.engine.finished:
                 replay.finish()
             else:  # a damaged checkpoint stops the run without failing it: it stays interrupted
@@ -876,7 +887,8 @@ class ReplayApp(App):
                              error=self.fatal_error, exported_to=self.last_export,
                              exported_rows=self.export_rows, exported_through=self.export_through,
                              export_outdated=outdated,
-                             repeats_finished=self.view.repeats_finished if self.view is not None else None)
+                             repeats_finished=self.view.repeats_finished if self.view is not None else None,
+                             view_only=self.view_only)
 
     async def action_quit(self) -> None:
         self.cancel.set()  # the engine raises Cancelled at its next batch; committed periods stay
@@ -929,3 +941,4 @@ class ReplayOutcome:
     exported_through: int | None = None  # the last period in it (None: no rows)
     export_outdated: bool = False  # periods were committed after it: the file lacks them
     repeats_finished: int | None = None  # this new run has the settings of this finished run
+    view_only: str | None = None  # the run was only shown: why it cannot continue here
