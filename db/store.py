@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlparse
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, inspect, or_, select, text, update
@@ -132,9 +132,21 @@ def sqlite_file(url: str | None) -> Path | None:
         parsed = parse_url(url or default_url())
     except StoreError:
         return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if parsed.get_backend_name() != "sqlite":
         return None
-    return Path(parsed.database).expanduser()
+    path = _database_file(parsed.database)
+    return None if path is None else path.expanduser()
+
+
+def _database_file(database: str | None) -> Path | None:
+    """The file an SQLite URL's database part names: a path, or an SQLite URI (``file:x.db`` with
+    ``?uri=true``); None for an in-memory one."""
+    if database in (None, "", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        path = unquote(urlparse(database).path)
+        return None if path in ("", ":memory:") else Path(path)
+    return Path(database)
 
 
 def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
@@ -144,14 +156,16 @@ def make_engine(url: str | None = None, read_only: bool = False) -> Engine:
     url = url or default_url()
     parsed = parse_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
-    if is_sqlite and parsed.database not in (None, "", ":memory:"):
-        parsed = parsed.set(database=str(Path(parsed.database).expanduser()))  # --db ~/results.db
-        folder = Path(parsed.database).resolve().parent
+    file = _database_file(parsed.database) if is_sqlite else None
+    if file is not None:
+        if not parsed.database.startswith("file:"):  # (an SQLite URI is passed on as it is)
+            parsed = parsed.set(database=str(file.expanduser()))  # --db ~/results.db
+        folder = file.expanduser().resolve().parent
         if not folder.is_dir():
             raise StoreError(f"the folder for the database {parsed.database} does not exist")
     kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}} if is_sqlite else {}
-    if read_only and is_sqlite:
-        parsed = parsed.set(database=_read_only_uri(Path(parsed.database)), query={"uri": "true"})
+    if read_only and file is not None:
+        parsed = parsed.set(database=_read_only_uri(file), query={"uri": "true"})
     try:
         engine = create_engine(parsed, **kwargs)
     except ModuleNotFoundError as exc:  # SQLAlchemy's driver for this kind of database is not installed
@@ -233,11 +247,19 @@ def _read_only_uri(path: Path) -> str:
 
 
 OTHER_DATABASE = "is another program's database"
+OTHER_SHAPE = "has sml-sim's table names without their columns"
 
 
-def _other_database(path: Path) -> str:
-    return (f"--db {path} is another program's database (it has tables, none of sml-sim's); give a new file "
-            "or an sml-sim store")
+# Columns added to a table after its first version (see ``Store._add_missing_columns``).
+LATER_COLUMNS = {"runs": {"owner"}, "datasets": {"used_at"}}
+
+
+def _other_database(path: Path, what: str = OTHER_DATABASE) -> str:
+    if what == OTHER_DATABASE:
+        return (f"--db {path} is another program's database (it has tables that are not sml-sim's); give a new "
+                "file or an sml-sim store")
+    return (f"--db {path} is no store this version of sml-sim can use (its tables have sml-sim's names but not "
+            "their columns: another program's database, or a store of another version); give a new file")
 
 
 def _not_a_store(path: Path) -> str | None:
@@ -251,14 +273,24 @@ def _not_a_store(path: Path) -> str | None:
     try:
         con = sqlite3.connect(_read_only_uri(path), uri=True)
         try:
-            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            names = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                     if not name.startswith("sqlite_")]
+            columns = {name: {row[1] for row in con.execute(f'PRAGMA table_info("{name}")')} for name in names}
         finally:
             con.close()
     except sqlite3.Error:  # not a database at all, or locked: said when it is opened
         return None
-    if tables & set(Base.metadata.tables):  # a store, perhaps half-made: opening it completes it
-        return None
-    return OTHER_DATABASE if tables else "holds no tables"
+    if not columns:
+        return "holds no tables"
+    # A store, perhaps half-made (opening it completes it), holds only sml-sim's tables, each with
+    # the columns it has had from the start; anything else is another program's, whatever its names.
+    ours = Base.metadata.tables
+    if any(name not in ours for name in columns):
+        return OTHER_DATABASE
+    if any(not {c.name for c in ours[name].columns} - LATER_COLUMNS.get(name, set()) <= have
+           for name, have in columns.items()):
+        return OTHER_SHAPE
+    return None
 
 
 class Store:
@@ -280,8 +312,8 @@ class Store:
             if what and (reading or not create):
                 raise StoreError(f"no store at {path}: the file {what}, not an sml-sim store (check --db or "
                                  "$SML_SIM_DB)")
-            if what == OTHER_DATABASE:
-                raise StoreError(_other_database(path))
+            if what in (OTHER_DATABASE, OTHER_SHAPE):
+                raise StoreError(_other_database(path, what))
         self.read_only = reading and path is not None and not (
             os.access(path, os.W_OK) and os.access(path.expanduser().resolve().parent, os.W_OK))
         if self.read_only:
@@ -319,8 +351,9 @@ class Store:
                              "command ends; give a file, e.g. sqlite:///results.db")
         make_engine(url).dispose()
         path = sqlite_file(url)
-        if path is not None and path.expanduser().exists() and _not_a_store(path.expanduser()) == OTHER_DATABASE:
-            raise StoreError(_other_database(path))
+        what = _not_a_store(path.expanduser()) if path is not None and path.expanduser().exists() else None
+        if what in (OTHER_DATABASE, OTHER_SHAPE):
+            raise StoreError(_other_database(path, what))
 
     def _add_missing_columns(self) -> None:
         """Stores made by an earlier version lack columns added since (create_all adds tables only)."""
@@ -347,9 +380,7 @@ class Store:
     @staticmethod
     def _file_of(engine: Engine) -> Path | None:
         url = make_url(engine.url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            return Path(url.database)
-        return None
+        return _database_file(url.database) if url.get_backend_name() == "sqlite" else None
 
     def session(self) -> Session:
         return self.sessions()

@@ -1044,7 +1044,16 @@ def test_a_damaged_or_foreign_shaped_store_is_one_line_not_an_internal_error(cli
         con.execute("DROP TABLE runs")
         con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, project TEXT NOT NULL)")
         con.commit()
-    one_line_error(cli("run", toml, "--db", f"sqlite:///{foreign}"), contains="does not have the shape")
+    one_line_error(cli("run", toml, "--db", f"sqlite:///{foreign}"), contains="is another program's database")
+    with contextlib.closing(sqlite3.connect(foreign)) as con:  # sml-sim's table names only
+        con.execute("DROP TABLE runs2")
+        con.commit()
+    before = foreign.read_bytes()
+    for argv in (["run", toml], ["ingest", toml]):
+        one_line_error(cli(*argv, "--db", f"sqlite:///{foreign}"),
+                       contains="is no store this version of sml-sim can use (its tables have sml-sim's names")
+    one_line_error(cli("runs", "--db", f"sqlite:///{foreign}"), contains="has sml-sim's table names without their columns")
+    assert foreign.read_bytes() == before  # nothing was written into it
 
 
 def test_delete_force_never_removes_a_run_alive_on_this_machine(cli, tmp_path, tiny_scenario, one_line_error,
@@ -1115,6 +1124,18 @@ def test_a_file_that_is_no_store_is_never_written_into(cli, tiny_scenario, tmp_p
         one_line_error(cli(*args, "--db", f"sqlite:///{foreign}"), 2, contains="another program's database")
     assert empty.stat().st_size == 0 and foreign.read_bytes() == before
     assert not (tmp_path / "app.db-wal").exists()
+    # a table of its own that happens to be named like one of sml-sim's does not make it a store
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT)")
+    con.commit()
+    con.close()
+    before = foreign.read_bytes()
+    for args in (("runs",), ("run", toml), ("ingest", toml)):
+        one_line_error(cli(*args, "--db", f"sqlite:///{foreign}"), 2, contains="another program's database")
+    # nor does naming it by an SQLite URI get past the check
+    one_line_error(cli("run", toml, "--db", f"sqlite:///file:{foreign}?uri=true"), 2,
+                   contains="another program's database")
+    assert foreign.read_bytes() == before and not (tmp_path / "app.db-wal").exists()
     # an empty file is a fine place for a new store
     assert cli("ingest", toml, "--db", f"sqlite:///{empty}").exit_code == 0
     assert "no runs yet" in cli("runs", "--db", f"sqlite:///{empty}").stdout
