@@ -481,6 +481,9 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
     if csv_opts:  # on another protocol, check_spec refuses them
         ds.csv = {**ds.csv, **csv_opts}
         overrides = True
+    if path is not None and ds.seed and reads_a_file(ds):  # as --scale: a file reads the same whatever the seed
+        raise UserError(f"{path}: [dataset] seed seeds the synthetic streams; {ds.protocol} data is read from its "
+                        "file as it is (to seed models and sampling, set [run] seed)")
     if seed is not None:
         if not 0 <= seed < 2**63:  # (check_spec sees only a synthetic stream's seed)
             raise UserError(f"--seed must be 0 or more and below 2^63, not {seed}")

@@ -139,8 +139,8 @@ def load_scenario(path: Path) -> RunConfig:
     _check_types(path, "[scenario]", scenario, _SCENARIO_KEYS)
     _unknown(path, "[run]", run, _RUN_KEYS)
     _check_types(path, "[run]", run, _RUN_KEYS)
-    if run.get("seed", 0) < 0:
-        raise DataError(f"{path}: [run] seed must be >= 0, not {run['seed']!r}")
+    if not 0 <= run.get("seed", 0) < 2**63:
+        raise DataError(f"{path}: [run] seed must be 0 or more and below 2^63, not {run['seed']!r}")
     if run.get("device", "auto") not in ("auto", "cpu", "cuda"):
         raise DataError(f"{path}: [run] device must be auto, cpu or cuda, not {run['device']!r}")
     ds = dict(_table(doc, path, "dataset"))
@@ -210,14 +210,25 @@ def method_name_problem(name: str, builtin) -> str | None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
         return ("a method name starts with a letter or digit and holds only letters, digits and . _ + - (no "
                 "spaces or commas: it must be usable in --methods a,b)")
+    if len(name) > MAX_NAME:  # it names checkpoint files
+        return f"a method name has at most {MAX_NAME} characters"
     if name not in builtin and name.lower() in builtin:
         return f"differs from the built-in method {name.lower()} only by case; give it a name of its own"
     return None
 
 
+MAX_NAME = 64
+
+
 def validate_methods(cfg: RunConfig) -> None:
     """The methods to run exist, once each, and every [methods.*] section's settings fit its method."""
-    from sml_sim.retrainers import METHODS, check_params, check_section_does_something, scenario_params
+    from sml_sim.retrainers import (
+        METHODS,
+        check_params,
+        check_section_does_something,
+        scenario_params,
+        toml_text,
+    )
 
     try:
         for name, section in cfg.method_params.items():
@@ -248,12 +259,16 @@ def validate_methods(cfg: RunConfig) -> None:
                 defining = {k: v for k, v in preset.items() if cls.defaults.get(k) != v}
                 changed = sorted(k for k in defining if k in section and section[k] != preset[k])
                 if changed:
-                    raise DataError(f"[methods.{name}] {changed[0]} = {section[changed[0]]!r} undoes what defines "
-                                    f"{name} ({changed[0]} = {preset[changed[0]]!r}); for another combination use "
+                    raise DataError(f"[methods.{name}] {changed[0]} = {toml_text(section[changed[0]])} undoes what "
+                                    f"defines {name} ({changed[0]} = {toml_text(preset[changed[0]])}); for another "
+                                    f"combination use "
                                     f"a section of your own with kind = \"{METHODS[name][0].kind or name}\"")
             check_params(name, section)
         for name in cfg.method_params:  # with every section's values checked, the settings each runs with
             check_section_does_something(name, cfg.method_params)
+            twin = next((other for other in cfg.method_params if other != name and other.lower() == name.lower()), None)
+            if twin is not None:  # their checkpoint files would be one on a case-insensitive disk
+                raise DataError(f"[methods.{name}] and [methods.{twin}] differ only by case; rename one")
     except ValueError as exc:
         raise DataError(str(exc)) from None
     if not cfg.methods:

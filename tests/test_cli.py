@@ -1247,3 +1247,13 @@ def test_replay_says_a_run_it_only_showed_was_not_continued(cli, tiny_scenario, 
     r = cli("replay", "--run", "1", "--db", db)
     assert r.exit_code == 0 and f"run 1 was shown, not continued: {reason}" in r.stdout
     assert "continue with" not in r.stdout
+
+
+def test_a_dataset_seed_in_a_scenario_for_a_file_is_refused(cli, tiny_scenario, one_line_error):
+    """It stored the same file again under another identity, as --seed once did."""
+    toml = tiny_scenario(methods=("pop",))
+    seeded = toml.with_name("seeded.toml")
+    seeded.write_text(toml.read_text().replace("retrain_start = 2", "retrain_start = 2\nseed = 7"))
+    for command in ("run", "ingest"):
+        one_line_error(cli(command, seeded, "--db", f"sqlite:///{toml.parent}/s.db"), 2,
+                       contains="[dataset] seed seeds the synthetic streams; csv data is read from its file")

@@ -132,7 +132,8 @@ def test_sml_with_conv_layers_needs_at_least_one(tmp_path):
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ("seed = 0\n\n[pretrain]", "seed = -1\n\n[pretrain]", "[run] seed must be >= 0"),
+    ("seed = 0\n\n[pretrain]", "seed = -1\n\n[pretrain]", "[run] seed must be 0 or more and below 2^63, not -1"),
+    ("seed = 0\n\n[pretrain]", "seed = 9223372036854775808\n\n[pretrain]", "[run] seed must be 0 or more and below 2^63"),
     ("seed = 0\n\n[pretrain]", 'seed = 0\ndevice = "tpu"\n\n[pretrain]', "[run] device must be auto, cpu or cuda"),
 ])
 def test_run_section_values_are_checked(tmp_path, old, new, message):
@@ -157,6 +158,11 @@ def test_run_section_values_are_checked(tmp_path, old, new, message):
                                          "[methods.sml-s]?)"),
     ("[methods.sml-n]\nouter_iters = -1", "outer_iters must be a whole number > 0, not -1"),
     ("[methods.fine]\nepochs = true", "epochs must be a whole number >= 0, not true"),
+    ("[methods.sml-n]\nn1 = 9999999999999999999", "n1 must be at most 1,000,000,000"),
+    (f'[methods.{"a" * 65}]\nkind = "fine"', "a method name has at most 64 characters"),
+    ('[methods.fine-x]\nkind = "fine"\n[methods.FINE-X]\nkind = "fine"', "differ only by case; rename one"),
+    ("[methods.sml-s]\nfreeze_theta_serving = false", "freeze_theta_serving = false undoes what defines sml-s "
+                                                    "(freeze_theta_serving = true)"),
 ])
 def test_a_kind_typo_a_variant_undone_and_a_float_count_are_refused(tmp_path, section, message):
     path = tmp_path / "s.toml"
@@ -187,3 +193,13 @@ def test_every_setting_of_every_method_says_what_it_means(cli):
     for name, (cls, _, _) in METHODS.items():
         assert set(cls.meanings) >= set(cls.defaults), (name, set(cls.defaults) - set(cls.meanings))
     assert "0: full softmax" in cli("methods", "gru4rec").stdout
+
+
+def test_a_variant_section_naming_its_own_kind_still_inherits():
+    """[methods.sml-s] kind = "sml-s" silently dropped [methods.sml]'s settings (and changed results)."""
+    from sml_sim.retrainers import scenario_params
+
+    params = {"sml": {"outer_iters": 1, "fc_size": 8}, "sml-s": {"kind": "sml-s", "l1": 1e-4}}
+    got = scenario_params("sml-s", params)
+    assert got == scenario_params("sml-s", {"sml": {"outer_iters": 1, "fc_size": 8}, "sml-s": {"l1": 1e-4}})
+    assert got["outer_iters"] == 1 and got["fc_size"] == 8 and got["l1"] == 1e-4 and got["freeze_theta_serving"]

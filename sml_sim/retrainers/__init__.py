@@ -47,6 +47,8 @@ def scenario_params(name: str, method_params: dict[str, dict]) -> dict:
     the method it ablates (``[methods.sml]``), then its ablation preset, then its own section, if any.
     Any other name, including a named configuration with ``kind``, takes only its own section."""
     own = dict(method_params.get(name, {}))
+    if own.get("kind") == name:  # [methods.sml-s] kind = "sml-s" is the variant itself
+        del own["kind"]
     base = VARIANT_OF.get(name)
     if base is None or "kind" in own:
         return own
@@ -83,6 +85,11 @@ def check_value(label: str, value, default, choices: tuple[str, ...] | None = No
     fits = fits and not ((key in _BELOW_ONE and value >= 1) or (key in _AT_MOST_ONE and value > 1))
     if not fits:
         raise ValueError(f"{label} must be a {allowed_values(key, default)}, not {toml_text(value)}")
+    if isinstance(default, int) and value > MAX_WHOLE:  # far past any use, and past what C++ sizes take
+        raise ValueError(f"{label} must be at most {MAX_WHOLE:,}, not {value}")
+
+
+MAX_WHOLE = 10**9
 
 
 def toml_text(value) -> str:
