@@ -175,8 +175,9 @@ def load_scenario(path: Path) -> RunConfig:
             raise DataError(f"{path}: [methods.{name}] must be a section (a table), not {section!r}")
         inner = next((key for key, value in section.items() if isinstance(value, dict)), None)
         if inner is not None:  # [methods.my.cfg]: TOML reads a dot as a section inside a section
-            raise DataError(f"{path}: [methods.{name}.{inner}] is read as a section inside [methods.{name}]; a "
-                            f"name with a dot needs quotes: [methods.\"{name}.{inner}\"]")
+            raise DataError(f"{path}: [methods.{name}] holds a table, {inner}: method settings are plain values (a "
+                            f"section name with a dot, [methods.{name}.{inner}], needs quotes: "
+                            f"[methods.\"{name}.{inner}\"])")
     if ds.get("data"):  # relative data paths are relative to the scenario file
         d = Path(ds["data"]).expanduser()
         ds["data"] = str(d if d.is_absolute() else (path.parent / d).resolve())

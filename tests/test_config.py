@@ -151,8 +151,8 @@ def test_run_section_values_are_checked(tmp_path, old, new, message):
     ('[methods."a,b"]\nkind = "full"', "no spaces or commas: it must be usable in --methods a,b"),
     ('[methods.""]\nkind = "full"', "a method name starts with a letter or digit"),
     ('[methods."-lead"]\nkind = "full"', "a method name starts with a letter or digit"),
-    ('[methods.my.cfg]\nkind = "full"', '[methods.my.cfg] is read as a section inside [methods.my]; a name with a dot '
-                                         'needs quotes: [methods."my.cfg"]'),
+    ('[methods.my.cfg]\nkind = "full"', '[methods.my] holds a table, cfg: method settings are plain values (a section '
+                                         'name with a dot, [methods.my.cfg], needs quotes: [methods."my.cfg"])'),
     ('[methods.SML]\nkind = "sml"', "differs from the built-in method sml only by case"),
     ("[methods.sml-a]\nouter_iters = 3", 'a configuration of your own needs a kind, e.g. kind = "sml" (or did you mean '
                                          "[methods.sml-s]?)"),

@@ -472,3 +472,22 @@ def test_a_split_too_short_for_the_protocols_start_says_where_retraining_starts(
     assert any("retraining from period 1" in n and "--split 2/3/35" in n for n in ds.notes), ds.notes
     ds = load_dataset(DatasetSpec(protocol="synthetic-yelp", scale=0.005, split="30/3/7"))
     assert not any("--split" in n for n in ds.notes), ds.notes
+
+
+def test_the_split_hint_is_always_accepted_with_the_retraining_start_given():
+    """The hint ignored --retrain-start: 10/10/10 with start 20 suggested 14/13/13, then refused it."""
+    from sml_sim.data.base import DataError, Split
+
+    shown = 0
+    for n in range(4, 60):
+        for counts in [(10, 10, 10), (30, 3, 7), (5, 1, 2), (3, 0, 1), (14, 7, 14)]:
+            for start in (1, 2, 10, 20):
+                if sum(counts) == n:
+                    continue
+                with pytest.raises(DataError) as exc:
+                    Split.from_counts(n, *counts, start)
+                if "with the same shares" in str(exc.value):
+                    shown += 1
+                    hint = str(exc.value).split("with the same shares, ")[1].split(" does")[0]
+                    Split.from_counts(n, *map(int, hint.split("/")), start)  # accepted
+    assert shown > 500

@@ -49,8 +49,13 @@ class Split:
             total = n_train + n_validation + n_test
             val = max(1, round(n_periods * n_validation / total)) if n_validation else 0
             test = max(1, round(n_periods * n_test / total))
-            hint = (f"; with the same shares, {n_periods - val - test}/{val}/{test} does"
-                    if n_periods - val - test >= 2 else "")
+            if n_periods - val - test <= retrain_start:  # the retraining start must stay inside training
+                rest = n_periods - retrain_start - 1
+                test = max(1, round(rest * n_test / (n_validation + n_test)))
+                val = rest - test if n_validation else 0
+            train = n_periods - val - test
+            hint = (f"; with the same shares, {train}/{val}/{test} does"
+                    if train >= 2 and train > retrain_start and val >= 0 and test >= 1 else "")
             raise DataError(f"split {n_train}/{n_validation}/{n_test} does not add up to {n_periods} periods{hint}")
         if not 1 <= retrain_start <= n_train - 1:
             raise DataError(
