@@ -274,8 +274,20 @@ def dataset_spec(dataset: str, data, scale, seed, periods, period_length, min_us
                        csv=csv_opts)  # on another protocol, check_spec refuses them
 
 
-def load_with_progress(spec, quiet: bool = False):
-    """Read and cut a dataset, showing a progress bar on stderr while a large file streams in."""
+def load_with_progress(spec, quiet: bool = False, names: dict[str, str] | None = None):
+    """Read and cut a dataset, showing a progress bar on stderr while a large file streams in.
+    ``names``: flags to name as the scenario file writes them in an error (see ``file_flags``)."""
+    from sml_sim.data.base import DataError
+
+    try:
+        return _load_with_progress(spec, quiet)
+    except DataError as exc:
+        if names:
+            raise DataError(in_file_terms(str(exc), names)) from None
+        raise
+
+
+def _load_with_progress(spec, quiet: bool):
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     from sml_sim.data import load_dataset
@@ -348,20 +360,22 @@ def ingest(
     from sml_sim.data import PROTOCOLS, reads_a_file
 
     csv_opts = csv_options(user_col, item_col, time_col, time_format, delimiter, no_header)
+    names: dict[str, str] = {}
     if dataset in PROTOCOLS:
         spec = dataset_spec(dataset, data, scale, 0 if seed is None else seed, periods, period_length,
                             min_user_interactions, min_item_interactions, split, retrain_start, csv_opts)
     else:  # a scenario's dataset, with the command line's overrides
-        spec = build_config(dataset, data=data, methods=None, seed=seed, device=None, scale=scale, periods=periods,
-                            period_length=period_length, min_user=min_user_interactions,
-                            min_item=min_item_interactions, split=split, start=retrain_start,
-                            csv_opts=csv_opts, data_only=True).dataset
+        cfg = build_config(dataset, data=data, methods=None, seed=seed, device=None, scale=scale, periods=periods,
+                           period_length=period_length, min_user=min_user_interactions,
+                           min_item=min_item_interactions, split=split, start=retrain_start,
+                           csv_opts=csv_opts, data_only=True)
+        spec, names = cfg.dataset, cfg.file_flags
     if seed is not None and reads_a_file(spec):  # as --scale: never dropped silently
         raise UserError(f"--seed seeds the synthetic streams; {spec.protocol} data is read from its file as it is "
                         "(the --seed of `run` and `replay` seeds models and sampling)")
     Store.check_location(db)  # a bad --db is said before the data is read
     try:
-        ds = load_with_progress(spec, quiet=as_json)
+        ds = load_with_progress(spec, quiet=as_json, names=names)
         store = Store(db)
         store.ingest(ds, fingerprint(ds.params, ds.source))  # one transaction
     except KeyboardInterrupt:
@@ -511,6 +525,11 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
 
     # Messages name the flags; a value may have come from the scenario file instead: say so.
     origin = f" (settings from {path}{' and the command line' if overrides else ''})" if path else ""
+    cfg.file_flags = file_flags(path, {
+        "--data": data, "--scale": scale, "--periods": periods, "--period-length": period_length,
+        "--min-user-interactions": min_user, "--min-item-interactions": min_item, "--split": split,
+        "--retrain-start": start, "--seed": seed,
+        **{f"--{key.replace('_', '-')}": (csv_opts or {}).get(key) for key in CSV_FLAG_KEYS}})
     try:
         if not data_only:  # ingest trains nothing: a scenario for a GPU still ingests on a CPU machine
             resolve_device(cfg.device)
@@ -519,19 +538,25 @@ def build_config(target: str, *, data, methods, seed, device, scale, periods, pe
     try:
         check_spec(cfg.dataset)  # a bad file or value fails before the store is touched
     except DataError as exc:
-        message = str(exc)
-        if path is not None:  # name what came from the file as the file writes it, not as a flag
-            given = {"--data": data, "--scale": scale, "--periods": periods, "--period-length": period_length,
-                     "--min-user-interactions": min_user, "--min-item-interactions": min_item, "--split": split,
-                     "--retrain-start": start, "--seed": seed,
-                     **{f"--{key.replace('_', '-')}": (csv_opts or {}).get(key) for key in CSV_FLAG_KEYS}}
-            for flag, value in given.items():
-                if value is None:
-                    key = flag[2:].replace("-", "_")
-                    section = "[dataset.csv]" if key in CSV_FLAG_KEYS else "[dataset]"
-                    message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", f"{section} {key}", message)
-        raise DataError(f"{message}{origin}") from None
+        raise DataError(f"{in_file_terms(str(exc), cfg.file_flags)}{origin}") from None
     return cfg
+
+
+def file_flags(path, given: dict) -> dict[str, str]:
+    """For a scenario file: each dataset flag the command line did not give (``given``: flag ->
+    value or None), with the name the file writes it under; nothing without a file."""
+    if path is None:
+        return {}
+    return {flag: f"{'[dataset.csv]' if key in CSV_FLAG_KEYS else '[dataset]'} {key}"
+            for flag, value in given.items() if value is None for key in [flag[2:].replace("-", "_")]}
+
+
+def in_file_terms(message: str, names: dict[str, str]) -> str:
+    """``message`` with the flags of values that came from the scenario file named as the file
+    writes them ("--scale" -> "[dataset] scale")."""
+    for flag, name in names.items():
+        message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", name, message)
+    return message
 
 
 CSV_FLAG_KEYS = ("user_col", "item_col", "time_col", "time_format", "delimiter")
@@ -684,7 +709,7 @@ def run(
             refuse_overwriting_inputs(out_csv, db, (scenario_path(target),), spec=cfg.dataset, complete=True)
         set_threads(threads)
         Store.check_location(db)  # a bad --db is said before the data is read, not after
-        dataset = load_with_progress(cfg.dataset)  # refused before a store is created for it
+        dataset = load_with_progress(cfg.dataset, names=cfg.file_flags)  # refused before a store is created for it
         store = Store(db)
         replay = Replay.new(store, cfg, dataset=dataset)
     ds = replay.dataset
@@ -968,7 +993,7 @@ def replay(
     # and before a store is created for it.
     if store is None:
         Store.check_location(db)
-    dataset = load_with_progress(cfg.dataset) if cfg is not None else None
+    dataset = load_with_progress(cfg.dataset, names=cfg.file_flags) if cfg is not None else None
     store = store or Store(db)
     from app.tui import run_replay_app
 

@@ -48,6 +48,9 @@ class RunConfig:
     # What the scenario file leaves out that its user should hear about; not part of the settings
     # (not stored, not compared).
     notes: list[str] = field(default_factory=list, compare=False, repr=False)
+    # Dataset flags whose values came from the scenario file, with the names it writes them under:
+    # messages about them name those (set by the command line; not stored, not compared).
+    file_flags: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def as_dict(self) -> dict:
         return {

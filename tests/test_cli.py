@@ -1257,3 +1257,17 @@ def test_a_dataset_seed_in_a_scenario_for_a_file_is_refused(cli, tiny_scenario, 
     for command in ("run", "ingest"):
         one_line_error(cli(command, seeded, "--db", f"sqlite:///{toml.parent}/s.db"), 2,
                        contains="[dataset] seed seeds the synthetic streams; csv data is read from its file")
+
+
+def test_an_error_found_while_reading_names_file_values_as_the_file_writes_them(cli, tiny_scenario, one_line_error):
+    """Only the checks made before reading said [dataset] periods; the reading itself said --periods."""
+    toml = tiny_scenario(methods=("pop",))
+    many = toml.with_name("many.toml")
+    many.write_text(toml.read_text().replace("periods = 8", "periods = 100000").replace('split = "5/1/2"\n', ""))
+    for command in ("run", "ingest"):
+        line = one_line_error(cli(command, many, "--db", f"sqlite:///{toml.parent}/m.db"), 2)
+        assert "[dataset] periods" in line and "--periods" not in line, line
+    # given on the command line, it is the flag
+    line = one_line_error(cli("run", toml, "--periods", "100000", "--split", "99998/1/1",
+                              "--db", f"sqlite:///{toml.parent}/m.db"), 2)
+    assert "--periods" in line, line
