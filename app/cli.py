@@ -800,6 +800,7 @@ def drive_with_progress(replay) -> None:
 
     from sml_sim.engine import MethodResult, MethodStarted
     from sml_sim.engine import Progress as EngineProgress
+    from sml_sim.models import fused
 
     engine = replay.engine
     n_methods = len([m for m in engine.retrainers if m not in engine.failed])
@@ -816,6 +817,11 @@ def drive_with_progress(replay) -> None:
             if isinstance(e, MethodStarted):
                 state.update(method=e.method, period=e.period)
                 bar.update(task, description=f"period {e.period + 1}/{engine.dataset.n_periods - 1}  {e.method:<10}")
+            elif isinstance(e, EngineProgress) and e.task == "kernel":
+                if e.fraction < 1:
+                    bar.update(task, description="building SML's fused CPU kernel (once per machine, about 30 s)")
+                elif fused.fallback_note():
+                    err.print(f"note: {escape(fused.fallback_note())}")
             elif isinstance(e, EngineProgress) and e.task == "pretrain":
                 bar.update(task, description=f"pre-training the initial model {e.fraction:4.0%}")
             elif isinstance(e, MethodResult):

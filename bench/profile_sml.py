@@ -14,7 +14,9 @@ see the split: every iteration does the same work). Self CPU time is grouped int
 transfer throughput (as bench_periods.py counts it) next to a plain matrix product measured in
 the same process just before and just after the period; then (``--repeat``) times unprofiled
 periods alternating with the matrix product and compares the medians, since on a shared virtual
-machine the matrix product alone moves by a third between measurements.
+machine the matrix product alone moves by a third between measurements. ``--compare N`` then
+alternates N periods on the fused CPU kernel with N on plain ATen ops (SML_SIM_FUSED=0 runs the
+whole script on ATen ops).
 """
 
 from __future__ import annotations
@@ -36,13 +38,18 @@ from bench_periods import matmul_gflops  # noqa: E402
 
 from sml_sim.config import load_scenario  # noqa: E402
 from sml_sim.data import DatasetSpec, load_dataset  # noqa: E402
+from sml_sim.models import fused  # noqa: E402
 from sml_sim.retrainers import make_retrainer  # noqa: E402
 from sml_sim.retrainers.base import ReplayContext  # noqa: E402
 from sml_sim.retrainers.mf_methods import pretrain_mf  # noqa: E402
 from sml_sim.retrainers.sml import SML  # noqa: E402
 
 KINDS = {"aten::mm": "matrix products", "aten::addmm": "matrix products", "aten::bmm": "matrix products",
-         "aten::gelu": "GELU forward", "aten::gelu_backward": "GELU backward"}
+         "aten::gelu": "GELU forward", "aten::gelu_backward": "GELU backward",
+         "_GeluSlope": "GELU forward", "_GeluSlopeBackward": "GELU backward",
+         "_FusedConv": "conv layers, fused (forward)", "_FusedConvBackward": "conv layers, fused (backward)"}
+ORDER = ("matrix products", "conv layers, fused (forward)", "conv layers, fused (backward)", "GELU forward",
+         "GELU backward", "everything else")
 
 
 def main() -> None:
@@ -58,6 +65,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override an SML setting, e.g. --set batch_theta=512 (repeatable)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compare", type=int, default=0, metavar="N",
+                    help="then N rounds of one period on the fused kernel and one on plain ATen ops")
     ap.add_argument("--top", type=int, default=12, help="also list the N costliest operators")
     ap.add_argument("--repeat", type=int, default=4,
                     help="then time N unprofiled periods, each followed by a matrix product, and compare medians")
@@ -81,7 +90,7 @@ def main() -> None:
     sml = make_retrainer("sml", params)
     sml.start(ctx, pretrain_mf(ctx, {"epochs": 1}))
     print(f"# {ds.source}: period {t} has {len(ds.period(t)):,} interactions, {t + 1} {len(ds.period(t + 1)):,}; "
-          f"{args.outer_iters} outer iteration(s); threads {args.threads}")
+          f"{args.outer_iters} outer iteration(s); threads {args.threads}; conv layers: {fused.status()}")
     sml.fit_period(t, ds.period(t + 1))  # warm-up
     mm_before = matmul_gflops(args.threads)
     with profile() as prof:
@@ -95,7 +104,9 @@ def main() -> None:
         by_kind[KINDS.get(ev.key, "everything else")] += ev.self_cpu_time_total
     total = sum(by_kind.values())
     print("\n| kind of work | self CPU s | share |\n|---|---|---|")
-    for kind in ("matrix products", "GELU forward", "GELU backward", "everything else"):
+    for kind in ORDER:
+        if kind not in by_kind and kind.startswith("conv"):
+            continue
         print(f"| {kind} | {by_kind[kind] / 1e6:.2f} | {by_kind[kind] / total:.0%} |")
     print(f"\ncostliest {args.top} operators (self CPU):")
     for ev in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
@@ -119,6 +130,31 @@ def main() -> None:
         print(f"{args.repeat} unprofiled periods alternating with a plain matmul: transfer "
               f"{', '.join(f'{r:.1f}' for r in rates)} GFLOP/s, matmul {', '.join(f'{m:.1f}' for m in mms)}; "
               f"medians {achieved:.1f} / {mm:.1f} = {achieved / mm:.0%}")
+    if args.compare:
+        compare_paths(sml, ds, t, args)
+
+
+def compare_paths(sml, ds, t: int, args) -> None:
+    """Unprofiled periods on the fused kernel and on plain ATen ops, alternating with each other and
+    with the matrix product, so that the machine's drift hits both paths alike."""
+    nets = [net for net in sml.theta.values() if hasattr(net, "fused")]
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    ratios: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(args.compare):
+        for use_kernel in (True, False):
+            for net in nets:
+                net.fused = use_kernel
+            t0 = time.perf_counter()
+            extra = sml.fit_period(t, ds.period(t + 1))
+            rate = 2 * extra["transfer_row_passes"] * extra["transfer_macs_per_row"] / (time.perf_counter() - t0) / 1e9
+            rates[use_kernel].append(rate)
+            ratios[use_kernel].append(rate / matmul_gflops(args.threads))
+    for use_kernel, label in ((True, "fused kernel"), (False, "ATen ops")):
+        print(f"{label:<12}: transfer {', '.join(f'{r:.1f}' for r in rates[use_kernel])} GFLOP/s; each over the "
+              f"matmul right after it: {', '.join(f'{r:.0%}' for r in ratios[use_kernel])}; median "
+              f"{statistics.median(rates[use_kernel]):.1f} GFLOP/s, {statistics.median(ratios[use_kernel]):.0%}")
+    print(f"fused / ATen, median of the paired periods: "
+          f"{statistics.median(a / b for a, b in zip(rates[True], rates[False])):.2f}x")
 
 
 if __name__ == "__main__":

@@ -539,7 +539,15 @@ class ReplayApp(App):
 
     def on_step_progress(self, message: StepProgress) -> None:
         task = message.task
-        if task == "pretrain":
+        if task == "kernel":
+            if message.fraction >= 1:
+                from sml_sim.models import fused
+
+                if fused.fallback_note():
+                    self.log_line(f"[yellow]note:[/] {escape(fused.fallback_note())}")
+                return
+            text = Text("building SML's fused CPU kernel (once per machine, about 30 s)")
+        elif task == "pretrain":
             text = Text.assemble("pre-training the initial model on periods before ",
                                  str(self.view.split["retrain_start"] if self.view else "the start"))
         elif task.endswith(": evaluate"):

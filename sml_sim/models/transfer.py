@@ -15,6 +15,8 @@ Each network maps one parameter row pair to a new row and is shared over all row
 with Theta = {F1, F2, W_f, b1, W_o, b2} (no conv bias). The vertical "convolutions" only mix
 channels at each of the d columns, so each is one matrix product over all B*d columns; that is
 much faster on CPU than nn.Conv2d with a 3x1 kernel (tests/test_transfer.py checks the two agree).
+On the CPU, ``fused.py``'s compiled kernel does the conv layers a row at a time instead (and the FC
+GELU keeps its derivative); ``fused = False`` on a network, or SML_SIM_FUSED=0, keeps the ATen ops.
 
 ``WeightedSumTransfer`` and ``MLPTransfer`` are the alternatives of section 3.2 that the
 ablations need; ``use_conv=False`` / ``use_fc=False`` give SML-CNN / SML-FC (section 4.4).
@@ -29,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sml_sim.models import fused
 
 __all__ = [
     "CNNTransfer",
@@ -86,6 +90,7 @@ class CNNTransfer(nn.Module):
         self.fc_size = fc_size
         self.use_conv, self.use_fc = use_conv, use_fc
         self.eps, self.detach_product = eps, detach_product
+        self.fused = True  # use the compiled conv kernel on the CPU when it is available
 
         # Filters stored as [out_channels, in_channels]; the kernel width is 1.
         self.conv = nn.ParameterList()
@@ -120,17 +125,23 @@ class CNNTransfer(nn.Module):
     def forward(self, w_prev: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
         _check_rows(w_prev, w_hat, self.dim)
         rows = w_prev.shape[0]
-        # Feature maps are logically [B, C, d] but kept in memory as [C, B*d]: a vertical
+        # On the CPU the conv layers and the FC GELU run in the fused kernel (fused.py), same function.
+        # Otherwise feature maps, logically [B, C, d], are kept in memory as [C, B*d]: a vertical
         # convolution (eq. 5) is then a single GEMM [C_out, C_in] @ [C_in, B*d] with no copies,
         # and GELU runs on contiguous memory.
-        h = self.stack(w_prev, w_hat).reshape(3, -1)
-        for weight in self.conv:
-            h = F.gelu(torch.mm(weight, h))
-        # Channel-major flatten of each row's C x d map (flatten(H2) of eq. 6): [C, B, d] -> [B, C*d].
-        channels = h.shape[0]
-        h = h.view(channels, rows, self.dim).transpose(0, 1).reshape(rows, channels * self.dim)
+        h = self.stack(w_prev, w_hat)
+        use_kernel = self.fused and fused.usable_for(h)
+        if len(self.conv) and use_kernel:
+            h = fused.fused_conv(h, self.conv)  # the same layers in one pass per row, see fused.py
+        else:
+            h = h.reshape(3, -1)
+            for weight in self.conv:
+                h = F.gelu(torch.mm(weight, h))
+            # Channel-major flatten of each row's C x d map (flatten(H2) of eq. 6): [C, B, d] -> [B, C*d].
+            channels = h.shape[0]
+            h = h.view(channels, rows, self.dim).transpose(0, 1).reshape(rows, channels * self.dim)
         if self.fc is not None:
-            h = F.gelu(self.fc(h))  # eq. (6)
+            h = (fused.gelu if use_kernel else F.gelu)(self.fc(h))  # eq. (6)
         return self.out(h)  # eq. (7), no output activation
 
     def flops_per_row(self) -> int:

@@ -69,12 +69,15 @@ serves new items.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
 from sml_sim.data.base import PeriodData
+from sml_sim.models import fused
 from sml_sim.models.mf import RowAdam, log_loss
-from sml_sim.models.transfer import apply_in_chunks, build_transfer, first_layer_filters
+from sml_sim.models.transfer import CNNTransfer, apply_in_chunks, build_transfer, first_layer_filters
 from sml_sim.retrainers import register
 from sml_sim.retrainers.base import ReplayContext, Retrainer
 from sml_sim.retrainers.mf_methods import mf_scores, mf_user_scores
@@ -191,6 +194,9 @@ class SML(Retrainer):
                     he_init(net)
             elif self.hp("theta_init") != "pytorch":
                 raise ValueError(f"{self.name}: theta_init must be pytorch or he, not {self.hp('theta_init')!r}")
+        if ctx.device.type == "cpu" and any(isinstance(net, CNNTransfer) for net in self.theta.values()):
+            # built once per machine (about half a minute), loaded in a fraction of a second after
+            fused.prepare(lambda f: ctx.progress and ctx.progress("kernel", f))
         if self.hp("theta_negatives") not in ("period", "seen"):
             raise ValueError(f"{self.name}: theta_negatives must be period or seen, "
                              f"not {self.hp('theta_negatives')!r}")
@@ -260,24 +266,27 @@ class SML(Retrainer):
         through = self.hp("w_hat_through_transfer")
         l1 = self.hp("l1")
         total, count = torch.zeros((), device=dev), 0
-        for u, i, j in self._batches(data, self.hp("batch_w_hat"), epochs, gen, negatives):
-            rows, iu, ii, ij = self._batch_rows(u, i, j)
-            # forward + gradients of the activations (autograd.grad w.r.t. W_hat skips Theta's)
-            self.row_passes += 2 * sum(len(rows[g]) for g in GROUPS) if through else 0
-            hat = {g: W_hat[g].index_select(0, rows[g]).requires_grad_(True) for g in GROUPS}
-            if through:
-                new = {g: self.theta[g](W_prev[g].index_select(0, rows[g]), hat[g]) for g in GROUPS}
-            else:  # SML-FP: W_hat is fitted to D_t as a plain MF
-                new = hat
-            pu, qi, qj = _gather(new["user"], iu), _gather(new["item"], ii), _gather(new["item"], ij)
-            loss = log_loss((pu * qi).sum(1), (pu * qj).sum(1))
-            reg = 0.5 * l1 * (hat["user"].pow(2).sum() + hat["item"].pow(2).sum())
-            grads = torch.autograd.grad(loss + reg, [hat["user"], hat["item"]])
-            for g, grad in zip(GROUPS, grads):
-                opt[g].step(rows[g], grad, unique=True)
-            total += loss.detach()  # summed on the device: no host sync per batch
-            count += 1
-            tick()
+        # Theta is not stepped here: without requires_grad no backward computes its gradients
+        # (autograd.grad below prunes them, but the fused conv kernel cannot tell).
+        with _no_parameter_grads(self.theta.values()):
+            for u, i, j in self._batches(data, self.hp("batch_w_hat"), epochs, gen, negatives):
+                rows, iu, ii, ij = self._batch_rows(u, i, j)
+                # forward + gradients of the activations (autograd.grad w.r.t. W_hat skips Theta's)
+                self.row_passes += 2 * sum(len(rows[g]) for g in GROUPS) if through else 0
+                hat = {g: W_hat[g].index_select(0, rows[g]).requires_grad_(True) for g in GROUPS}
+                if through:
+                    new = {g: self.theta[g](W_prev[g].index_select(0, rows[g]), hat[g]) for g in GROUPS}
+                else:  # SML-FP: W_hat is fitted to D_t as a plain MF
+                    new = hat
+                pu, qi, qj = _gather(new["user"], iu), _gather(new["item"], ii), _gather(new["item"], ij)
+                loss = log_loss((pu * qi).sum(1), (pu * qj).sum(1))
+                reg = 0.5 * l1 * (hat["user"].pow(2).sum() + hat["item"].pow(2).sum())
+                grads = torch.autograd.grad(loss + reg, [hat["user"], hat["item"]])
+                for g, grad in zip(GROUPS, grads):
+                    opt[g].step(rows[g], grad, unique=True)
+                total += loss.detach()  # summed on the device: no host sync per batch
+                count += 1
+                tick()
         return float(total) / max(1, count)
 
     def _step2(self, t: int, data: PeriodData, W_prev, W_hat, epochs: int, tick) -> float:
@@ -479,6 +488,19 @@ class SML(Retrainer):
             for g in GROUPS:
                 self.w_hat_opt[g].load_state_dict(state["w_hat_opt"][g])
         self.trained_upto = state["trained_upto"]
+
+
+@contextmanager
+def _no_parameter_grads(modules):
+    """Turn requires_grad off on the modules' parameters for the block, then back on."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
