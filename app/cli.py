@@ -819,7 +819,10 @@ def drive_with_progress(replay) -> None:
                 bar.update(task, description=f"period {e.period + 1}/{engine.dataset.n_periods - 1}  {e.method:<10}")
             elif isinstance(e, EngineProgress) and e.task == "kernel":
                 if e.fraction < 1:
-                    bar.update(task, description="building SML's fused CPU kernel (once per machine, about 30 s)")
+                    text = "building SML's fused CPU kernel (once per machine, about 30 s)"
+                    bar.update(task, description=text)
+                    if not err.is_terminal:  # no live bar: say it in the log
+                        err.print(f"{text} ...")
                 elif fused.fallback_note():
                     err.print(f"note: {escape(fused.fallback_note())}")
             elif isinstance(e, EngineProgress) and e.task == "pretrain":

@@ -184,3 +184,21 @@ def test_a_failed_build_falls_back_and_says_why(monkeypatch):
     assert net(torch.randn(3, 8), torch.randn(3, 8)).shape == (3, 8)  # the ATen path
     scores = run_scores(tiny_dataset(), upto=3)
     assert all(r.status == "ok" for r in scores.values())
+
+
+def test_run_says_when_it_builds_the_kernel_and_when_it_falls_back(cli, tiny_scenario, tmp_path, monkeypatch):
+    toml = tiny_scenario(methods=("sml",), n=800, extra="[methods.sml]\nouter_iters = 1\nfc_size = 8\n")
+    db = f"sqlite:///{tmp_path}/k.db"
+
+    def no_compiler():
+        raise RuntimeError("Error building extension\nc++: command not found")
+
+    monkeypatch.setattr(fused, "_module", None)
+    monkeypatch.setattr(fused, "_failure", None)
+    monkeypatch.setattr(fused, "_build", no_compiler)
+    r = cli("run", toml, "--db", db, "--threads", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "building SML's fused CPU kernel" in r.stderr  # no terminal here: said in the log
+    assert "note: SML's transfer runs on plain ATen ops" in r.stderr and "c++: command not found" in r.stderr
+    r = cli("run", toml, "--db", db, "--threads", "1", "--methods", "full")  # no SML: nothing said
+    assert r.exit_code == 0 and "fused CPU kernel" not in r.stderr

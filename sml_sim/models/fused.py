@@ -128,7 +128,7 @@ def fallback_note() -> str | None:
     """A line for the user when the kernel was wanted but did not build; None otherwise."""
     if not enabled_by_env() or _failure is None:
         return None
-    return (f"SML's transfer runs on plain ATen ops on the CPU (about 1.3x slower): its fused kernel did "
+    return (f"SML's transfer runs on plain ATen ops on the CPU (1.2-1.4x slower): its fused kernel did "
             f"not build ({_failure}). It needs a C++ compiler (g++ or clang) and ninja; "
             f"SML_SIM_FUSED=0 skips the attempt.")
 
