@@ -825,6 +825,8 @@ def drive_with_progress(replay) -> None:
                         err.print(f"{text} ...")
                 elif fused.fallback_note():
                     err.print(f"note: {escape(fused.fallback_note())}")
+                elif fused.last_build_seconds is not None:
+                    err.print(f"built SML's fused CPU kernel in {fused.last_build_seconds:.0f} s (cached for later runs)")
             elif isinstance(e, EngineProgress) and e.task == "pretrain":
                 bar.update(task, description=f"pre-training the initial model {e.fraction:4.0%}")
             elif isinstance(e, MethodResult):

@@ -157,7 +157,7 @@ def test_sml_runs_the_same_without_the_kernel(monkeypatch):
     with_kernel = run_scores(ds, upto=4)
     monkeypatch.setenv("SML_SIM_FUSED", "0")
     assert fused.kernel() is None and fused.fallback_note() is None
-    assert fused.status() == "ATen ops (SML_SIM_FUSED=0)"
+    assert fused.status() == "torch ops (SML_SIM_FUSED=0)"
     without = run_scores(ds, upto=4)
     assert with_kernel.keys() == without.keys()
     for t in with_kernel:
@@ -165,13 +165,14 @@ def test_sml_runs_the_same_without_the_kernel(monkeypatch):
             assert value == pytest.approx(without[t].metrics[key], abs=0.05), (t, key)
 
 
-def test_a_failed_build_falls_back_and_says_why(monkeypatch):
+def test_a_failed_build_falls_back_and_says_why(monkeypatch, tmp_path):
     def no_compiler():
         raise RuntimeError("Error building extension 'x'\nc++: command not found")
 
     monkeypatch.setattr(fused, "_module", None)
     monkeypatch.setattr(fused, "_failure", None)
     monkeypatch.setattr(fused, "_build", no_compiler)
+    monkeypatch.setenv("SML_SIM_KERNEL_DIR", str(tmp_path / "kernels"))  # nothing built there yet
     reports = []
     assert fused.prepare(reports.append) is None
     assert reports == [0.0, 1.0]
@@ -193,12 +194,104 @@ def test_run_says_when_it_builds_the_kernel_and_when_it_falls_back(cli, tiny_sce
     def no_compiler():
         raise RuntimeError("Error building extension\nc++: command not found")
 
+    built = fused.kernel()
     monkeypatch.setattr(fused, "_module", None)
     monkeypatch.setattr(fused, "_failure", None)
     monkeypatch.setattr(fused, "_build", no_compiler)
+    monkeypatch.setenv("SML_SIM_KERNEL_DIR", str(tmp_path / "kernels"))
     r = cli("run", toml, "--db", db, "--threads", "1")
     assert r.exit_code == 0, r.stderr
     assert "building SML's fused CPU kernel" in r.stderr  # no terminal here: said in the log
-    assert "note: SML's transfer runs on plain ATen ops" in r.stderr and "c++: command not found" in r.stderr
+    assert "note: SML's transfer runs on plain torch ops" in r.stderr and "c++: command not found" in r.stderr
     r = cli("run", toml, "--db", db, "--threads", "1", "--methods", "full")  # no SML: nothing said
     assert r.exit_code == 0 and "fused CPU kernel" not in r.stderr
+    if built is not None:  # a build that works is announced, then timed
+        monkeypatch.setattr(fused, "_module", None)
+        monkeypatch.setattr(fused, "_failure", None)
+        monkeypatch.setattr(fused, "_build", lambda: built)
+        r = cli("run", toml, "--db", db, "--threads", "1")
+        assert r.exit_code == 0, r.stderr
+        assert "building SML's fused CPU kernel" in r.stderr and "built SML's fused CPU kernel in" in r.stderr
+        assert "note:" not in r.stderr
+
+
+def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_ones_is_kept(tmp_path):
+    """torch waits forever on its build lock; a build killed outright leaves the lock behind."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    folder = tmp_path / "build"
+    folder.mkdir()
+    (folder / "lock").touch()
+    (folder / fused.BUILDER).write_text(f"{dead}@{socket.gethostname()}")
+    assert fused.clear_stale_lock(folder) and not (folder / "lock").exists()
+
+    (folder / "lock").touch()
+    (folder / fused.BUILDER).write_text(f"{os.getpid()}@{socket.gethostname()}")  # a live builder
+    assert not fused.clear_stale_lock(folder) and (folder / "lock").exists()
+    (folder / fused.BUILDER).write_text(f"{dead}@another-machine")  # cannot be checked from here
+    assert not fused.clear_stale_lock(folder) and (folder / "lock").exists()
+
+    (folder / fused.BUILDER).unlink()  # no owner on record: by age
+    assert not fused.clear_stale_lock(folder)
+    old = time.time() - fused.STALE_LOCK_SECONDS - 5
+    os.utime(folder / "lock", (old, old))
+    assert fused.clear_stale_lock(folder) and not (folder / "lock").exists()
+    assert not fused.clear_stale_lock(folder)  # nothing to clear
+
+
+def test_a_failed_build_is_explained_by_the_compilers_error_not_ninjas_last_line():
+    exc = RuntimeError("Error building extension 'sml_sim_fused_x': [1/2] /nonexistent/c++ -MMD -c a.cpp\n"
+                       "FAILED: a.o\n/bin/sh: 1: /nonexistent/c++: not found\n"
+                       "ninja: build stopped: subcommand failed.")
+    assert fused._reason(exc) == "/bin/sh: 1: /nonexistent/c++: not found"
+    assert fused._reason(RuntimeError("something odd")) == "RuntimeError: something odd"
+
+
+@needs_kernel
+def test_extreme_inputs_and_second_derivatives():
+    x = torch.tensor([-1e38, -1e4, -30.0, 30.0, 1e4, 1e38, float("nan")], requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    (g,) = torch.autograd.grad(fused.gelu(x).sum(), x)
+    (g2,) = torch.autograd.grad(F.gelu(x2).sum(), x2)
+    torch.testing.assert_close(g, g2, equal_nan=True)
+    torch.testing.assert_close(fused.gelu(x.detach().clone().requires_grad_()), F.gelu(x2), equal_nan=True)
+    # first-order only: a second derivative raises rather than coming out without the kernel's terms
+    h0, weights = inputs(4, 8, (3, 2), torch.float64)
+    ws = [w.requires_grad_() for w in weights]
+    (g1,) = torch.autograd.grad(fused.fused_conv(h0, ws).square().sum(), ws[0], create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g1.sum(), ws[1])
+
+
+@needs_kernel
+def test_tensors_the_kernel_cannot_take_are_refused_in_words():
+    h0, weights = inputs(4, 8, (3, 2), torch.float32)
+    assert not fused.usable_for(h0, [w.to("meta") for w in weights])
+    assert not fused.usable_for(h0, [w.double() for w in weights])
+    with pytest.raises(RuntimeError, match="cannot take these tensors"):
+        fused.fused_conv(h0, [w.to("meta") for w in weights])
+
+
+@needs_kernel
+def test_a_cached_build_is_loaded_without_saying_building(monkeypatch):
+    monkeypatch.setattr(fused, "_module", None)
+    monkeypatch.setattr(fused, "_failure", None)
+    assert not fused.needs_build()
+    reports = []
+    assert fused.prepare(reports.append) is not None
+    assert reports == []
+
+
+def test_a_fresh_build_folder_needs_a_build(monkeypatch, tmp_path):
+    monkeypatch.setattr(fused, "_module", None)
+    monkeypatch.setattr(fused, "_failure", None)
+    monkeypatch.setenv("SML_SIM_KERNEL_DIR", str(tmp_path))
+    assert fused.needs_build()
+    monkeypatch.setenv("SML_SIM_FUSED", "0")
+    assert not fused.needs_build()

@@ -545,6 +545,9 @@ class ReplayApp(App):
 
                 if fused.fallback_note():
                     self.log_line(f"[yellow]note:[/] {escape(fused.fallback_note())}")
+                elif fused.last_build_seconds is not None:
+                    self.log_line(f"built SML's fused CPU kernel in {fused.last_build_seconds:.0f} s "
+                                  "(cached for later runs)")
                 return
             text = Text("building SML's fused CPU kernel (once per machine, about 30 s)")
         elif task == "pretrain":

@@ -13,14 +13,20 @@ C++ compiler, or with ``SML_SIM_FUSED=0``, SML uses the ATen path; ``status()`` 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
+import re
 import shutil
+import socket
 import sys
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["fused_conv", "gelu", "kernel", "prepare", "status", "fallback_note", "enabled_by_env", "usable_for"]
 
@@ -28,6 +34,7 @@ _SOURCE = Path(__file__).with_name("fused_conv.cpp")
 _lock = threading.Lock()
 _module = None
 _failure: str | None = None
+last_build_seconds: float | None = None  # the compile this process did, if any
 
 
 def enabled_by_env() -> bool:
@@ -48,6 +55,31 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
+def _target() -> tuple[str, Path, str | None]:
+    """The build's name, its folder and the OpenMP library to link against."""
+    from torch.utils import cpp_extension
+
+    # Link against the OpenMP runtime torch already loaded, so that the kernel's threads are
+    # torch's threads: a second runtime's idle threads would spin against them on few cores.
+    openmp = _loaded_openmp()
+    identity = f"{_SOURCE.read_text()}{torch.__version__}{sys.version_info[:2]}{Path(openmp).name if openmp else ''}"
+    name = f"sml_sim_fused_{hashlib.sha1(identity.encode()).hexdigest()[:10]}_{_cpu_tag()}"
+    root = (os.environ.get("SML_SIM_KERNEL_DIR") or os.environ.get("TORCH_EXTENSIONS_DIR")
+            or str(Path(cpp_extension.get_default_build_root(), "sml_sim")))
+    return name, Path(root, name), openmp
+
+
+def needs_build() -> bool:
+    """Whether the next kernel() compiles (about half a minute) rather than loads a cached build."""
+    if not enabled_by_env() or _module is not None or _failure is not None:
+        return False
+    try:
+        name, build_dir, _ = _target()
+    except Exception:  # noqa: BLE001 - the build itself will say what is wrong
+        return True
+    return not (build_dir / f"{name}.so").exists()
+
+
 def _build():
     from torch.utils import cpp_extension
 
@@ -55,21 +87,69 @@ def _build():
     # not on PATH when .venv/bin/python is run directly.
     if shutil.which("ninja") is None:
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    name, build_dir, openmp = _target()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    clear_stale_lock(build_dir)
+    (build_dir / BUILDER).write_text(f"{os.getpid()}@{socket.gethostname()}")
+    # torch logs a screenful about a compiler it cannot identify (straight onto a TUI's screen); the
+    # failure, if any, is reported once, by fallback_note().
+    torch_log = logging.getLogger("torch.utils.cpp_extension")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cpp_extension.load(
+                name=name, sources=[str(_SOURCE)], build_directory=str(build_dir),
+                extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
+                extra_ldflags=[openmp] if openmp else ["-fopenmp"], verbose=False)
+    finally:
+        torch_log.setLevel(level)
 
-    # Link against the OpenMP runtime torch already loaded, so that the kernel's threads are
-    # torch's threads: a second runtime's idle threads would spin against them on few cores.
-    openmp = _loaded_openmp()
-    source = _SOURCE.read_text()
-    identity = f"{source}{torch.__version__}{Path(openmp).name if openmp else ''}"
-    name = f"sml_sim_fused_{hashlib.sha1(identity.encode()).hexdigest()[:10]}_{_cpu_tag()}"
-    build_dir = os.environ.get("SML_SIM_KERNEL_DIR")
-    if build_dir:
-        Path(build_dir, name).mkdir(parents=True, exist_ok=True)
-        build_dir = str(Path(build_dir, name))
-    return cpp_extension.load(
-        name=name, sources=[str(_SOURCE)], build_directory=build_dir,
-        extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
-        extra_ldflags=[openmp] if openmp else ["-fopenmp"], verbose=False)
+
+BUILDER = "builder"  # who last started a build or load in a build folder: "pid@host"
+STALE_LOCK_SECONDS = 600  # a lock without a known owner this old is left over (a build takes ~30 s)
+
+
+def clear_stale_lock(build_dir: Path) -> bool:
+    """Remove torch's build lock when the process that took it is gone: torch waits on it forever,
+    and a build killed outright (a signal, the OOM killer) leaves it behind. Returns whether it did."""
+    lock = build_dir / "lock"
+    if not lock.exists():
+        return False
+    try:
+        pid, host = (build_dir / BUILDER).read_text().strip().split("@", 1)
+        gone = host == socket.gethostname() and not _alive(int(pid))
+    except (OSError, ValueError):  # no owner on record: judge by age
+        try:
+            gone = time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS
+        except OSError:
+            return False
+    if gone:
+        lock.unlink(missing_ok=True)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _reason(exc: Exception) -> str:
+    """One line on why a build failed: the compiler's first error, not ninja's closing line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"error|not found|no such file|cannot|permission denied", line, re.IGNORECASE) \
+                and not line.startswith(("Error building extension", "ninja: build stopped")):
+            return line[:300]
+    return f"{type(exc).__name__}: {lines[-1][:300] if lines else ''}"
 
 
 def _loaded_openmp() -> str | None:
@@ -97,19 +177,23 @@ def kernel():
             try:
                 _module = _build()
             except Exception as exc:  # no compiler, no headers, a failed build: fall back to ATen
-                _failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+                _failure = _reason(exc)
     return _module
 
 
 def prepare(report=None):
-    """Build or load the kernel now, not in the middle of a training step; ``report(fraction)`` is
-    called before (0.0) and after (1.0) when this process has not tried yet, so that a UI can say
-    what the first half-minute is for. Returns the module or None."""
-    if not enabled_by_env() or _module is not None or _failure is not None:
-        return _module
+    """Build or load the kernel now, not in the middle of a training step. When that means a
+    compile, ``report(fraction)`` is called before (0.0) and after (1.0), so that a UI can say what
+    the half-minute is for (``last_build_seconds`` then says how long it took). Returns the module
+    or None."""
+    global last_build_seconds
+    if not needs_build():
+        return kernel()
     if report is not None:
         report(0.0)
+    started = time.perf_counter()
     module = kernel()
+    last_build_seconds = time.perf_counter() - started
     if report is not None:
         report(1.0)
     return module
@@ -118,17 +202,17 @@ def prepare(report=None):
 def status() -> str:
     """One line: which path SML's conv layers take on the CPU, and why."""
     if not enabled_by_env():
-        return "ATen ops (SML_SIM_FUSED=0)"
+        return "torch ops (SML_SIM_FUSED=0)"
     if kernel() is not None:
         return "fused C++ kernel"
-    return f"ATen ops (the fused kernel did not build: {_failure})"
+    return f"torch ops (the fused kernel did not build: {_failure})"
 
 
 def fallback_note() -> str | None:
     """A line for the user when the kernel was wanted but did not build; None otherwise."""
     if not enabled_by_env() or _failure is None:
         return None
-    return (f"SML's transfer runs on plain ATen ops on the CPU (1.2-1.4x slower): its fused kernel did "
+    return (f"SML's transfer runs on plain torch ops on the CPU (1.2-1.4x slower): its fused kernel did "
             f"not build ({_failure}). It needs a C++ compiler (g++ or clang) and ninja; "
             f"SML_SIM_FUSED=0 skips the attempt.")
 
@@ -140,6 +224,7 @@ class _FusedConv(torch.autograd.Function):
         return _module.conv_forward(h0, list(weights))
 
     @staticmethod
+    @once_differentiable  # first-order only: a second derivative raises instead of coming out wrong
     def backward(ctx, grad_out):
         h0, *weights = ctx.saved_tensors
         need_input = ctx.needs_input_grad[0]
@@ -159,6 +244,7 @@ class _GeluSlope(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         (slope,) = ctx.saved_tensors
         return grad_out * slope
@@ -166,7 +252,7 @@ class _GeluSlope(torch.autograd.Function):
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact GELU that keeps its derivative for backward (the kernel's); F.gelu without gradients."""
-    if not (torch.is_grad_enabled() and x.requires_grad):
+    if not (torch.is_grad_enabled() and x.requires_grad) or not usable_for_tensors(x):
         return torch.nn.functional.gelu(x)
     return _GeluSlope.apply(x.contiguous())
 
@@ -174,12 +260,19 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 MAX_DIM = 1024  # the kernel keeps a row's pre-activations on the stack (kMaxDim in the C++)
 
 
-def usable_for(h0: torch.Tensor) -> bool:
-    """Whether the kernel takes this stacked [3, rows, d] input (else the ATen ops do)."""
-    return (h0.device.type == "cpu" and h0.dtype in (torch.float32, torch.float64)
-            and h0.dim() == 3 and h0.shape[2] <= MAX_DIM and kernel() is not None)
+def usable_for(h0: torch.Tensor, weights=()) -> bool:
+    """Whether the kernel takes this stacked [3, rows, d] input and these filters (else the ATen ops do)."""
+    return (h0.dim() == 3 and h0.shape[2] <= MAX_DIM and all(w.dtype == h0.dtype for w in weights)
+            and usable_for_tensors(h0, *weights))
+
+
+def usable_for_tensors(*tensors) -> bool:
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors) \
+        and kernel() is not None
 
 
 def fused_conv(h0: torch.Tensor, weights) -> torch.Tensor:
     """GELU conv layers on a stacked [3, rows, d] input -> [rows, C_last * d] (channel-major)."""
+    if not usable_for(h0, weights):
+        raise RuntimeError(f"the fused conv kernel cannot take these tensors ({status()})")
     return _FusedConv.apply(h0.contiguous(), *[w.contiguous() for w in weights])

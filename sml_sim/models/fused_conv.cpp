@@ -34,7 +34,10 @@ constexpr int64_t kMaxDim = 1024;  // rows of at most this many columns (d); che
 // Written without floor, fmin or branches on memory so that GCC vectorises the loops that call it.
 inline float exp_f(float x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln2 / 2; degree-6 Taylor on r.
-  x = x < -87.0f ? -87.0f : x;
+  // Below -87 the result is 0 (exp(-87) is near float's smallest normal), so x * exp(-x^2/2)
+  // is 0, not x * 1e-38, for huge |x|.
+  const bool underflow = x < -87.0f;
+  x = underflow ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   const float shifted = x * 1.44269504088896341f + 12582912.0f;  // adding 1.5 * 2^23 rounds to an integer
   const float n = shifted - 12582912.0f;
@@ -47,7 +50,7 @@ inline float exp_f(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  return p * __builtin_bit_cast(float, bits);
+  return underflow ? 0.0f : p * __builtin_bit_cast(float, bits);
 }
 
 // GELU(x) = x * Phi(x) and its derivative Phi(x) + x * phi(x) share exp(-x^2 / 2): erf(x / sqrt 2)
@@ -84,7 +87,7 @@ struct Shape {
 
 Shape shape_of(const torch::Tensor& h0, const std::vector<torch::Tensor>& weights) {
   TORCH_CHECK(h0.dim() == 3 && h0.size(0) == 3, "h0 must be [3, rows, d]");
-  TORCH_CHECK(h0.is_contiguous(), "h0 must be contiguous");
+  TORCH_CHECK(h0.is_contiguous() && h0.device().is_cpu(), "h0 must be a contiguous CPU tensor");
   TORCH_CHECK(!weights.empty(), "at least one conv layer");
   Shape s;
   s.rows = h0.size(1);
@@ -96,6 +99,7 @@ Shape shape_of(const torch::Tensor& h0, const std::vector<torch::Tensor>& weight
     TORCH_CHECK(w.dim() == 2 && w.size(1) == channels && w.is_contiguous(),
                 "conv weights must be contiguous [C_out, C_in] matching the previous layer");
     TORCH_CHECK(w.scalar_type() == h0.scalar_type(), "weights and h0 must share a dtype");
+    TORCH_CHECK(w.device().is_cpu(), "the fused conv kernel runs on the CPU only");
     s.in_ch.push_back(channels);
     s.out_ch.push_back(w.size(0));
     s.w_offset.push_back(s.w_total);
@@ -276,7 +280,7 @@ std::vector<torch::Tensor> gelu_slope_impl(const torch::Tensor& x) {
 }
 
 std::vector<torch::Tensor> gelu_slope(const torch::Tensor& x) {
-  TORCH_CHECK(x.is_contiguous(), "gelu_slope needs a contiguous tensor");
+  TORCH_CHECK(x.is_contiguous() && x.device().is_cpu(), "gelu_slope needs a contiguous CPU tensor");
   if (x.scalar_type() == torch::kDouble) return gelu_slope_impl<double>(x);
   TORCH_CHECK(x.scalar_type() == torch::kFloat, "float32 or float64 only");
   return gelu_slope_impl<float>(x);

@@ -130,7 +130,7 @@ class CNNTransfer(nn.Module):
         # convolution (eq. 5) is then a single GEMM [C_out, C_in] @ [C_in, B*d] with no copies,
         # and GELU runs on contiguous memory.
         h = self.stack(w_prev, w_hat)
-        use_kernel = self.fused and fused.usable_for(h)
+        use_kernel = self.fused and fused.usable_for(h, self.conv)
         if len(self.conv) and use_kernel:
             h = fused.fused_conv(h, self.conv)  # the same layers in one pass per row, see fused.py
         else:
