@@ -961,3 +961,38 @@ def test_every_method_colour_is_distinct_and_outside_the_themed_sixteen():
     from app.tui.model import PALETTE
 
     assert len(set(PALETTE)) == len(PALETTE) and min(PALETTE) >= 16
+
+
+async def test_the_header_and_log_say_when_smls_kernel_is_being_built(store, tmp_path, monkeypatch):
+    """The first SML run on a machine compiles a kernel for ~30 s during preparation: the header
+    says so (not "pre-training..."), and the log says how long it took."""
+    from app.tui.widgets import ReplayHeader
+    from sml_sim.models import fused
+
+    built = fused.kernel()
+    if built is None:
+        pytest.skip(f"no fused kernel here: {fused.status()}")
+    release = threading.Event()
+
+    def slow_build():
+        release.wait(20)
+        return built
+
+    monkeypatch.setattr(fused, "_module", None)
+    monkeypatch.setattr(fused, "_failure", None)
+    monkeypatch.setattr(fused, "_build", slow_build)
+    monkeypatch.setattr(fused, "needs_build", lambda: fused._module is None)
+    config = tiny_config(("sml", "pop"))
+    config.method_params["sml"] = {"outer_iters": 1, "fc_size": 8}
+    app = make_app(store, tmp_path, config=config)
+    async with app.run_test(size=(120, 36)) as pilot:
+        deadline = time.monotonic() + 30
+        while not app.building_kernel and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert app.building_kernel
+        assert "building SML's kernel..." in app.query_one(ReplayHeader).content.plain
+        release.set()
+        await settle(pilot, app, until=lambda: app.phase == "ready")
+        assert not app.building_kernel
+        assert "built SML's fused CPU kernel in" in log_text(app)
+        await pilot.press("q")

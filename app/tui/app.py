@@ -235,6 +235,7 @@ class ReplayApp(App):
         self.choice = MetricChoice()
         self.hidden: set[str] = set()
         self.phase = "loading"  # loading | preparing | ready | stepping | finished | view | error
+        self.building_kernel = False  # SML's CPU kernel compiles during preparation (about 30 s)
         self.view_only: str | None = None  # why the run is only shown: it cannot continue here
         self.busy = False
         self.goal: int | None = None  # last period to retrain on while autoplaying / running to test
@@ -540,6 +541,8 @@ class ReplayApp(App):
     def on_step_progress(self, message: StepProgress) -> None:
         task = message.task
         if task == "kernel":
+            self.building_kernel = message.fraction < 1
+            self.update_status()
             if message.fraction >= 1:
                 from sml_sim.models import fused
 
@@ -691,6 +694,8 @@ class ReplayApp(App):
             "stepping": "retraining...", "view": "shown only",
             "finished": "finished", "error": "error", "ready": "",
         }[self.phase]
+        if self.building_kernel and self.phase == "preparing":
+            status = "building SML's kernel..."
         if self.goal is not None and self.phase in ("stepping", "ready"):
             status = f"{self.goal_name} {status}".strip()
         self.query_one(ReplayHeader).show(self.view, self.clock, status)
