@@ -295,31 +295,3 @@ def test_a_fresh_build_folder_needs_a_build(monkeypatch, tmp_path):
     assert fused.needs_build()
     monkeypatch.setenv("SML_SIM_FUSED", "0")
     assert not fused.needs_build()
-
-
-def test_a_failed_build_is_not_tried_again_until_the_toolchain_changes(monkeypatch, tmp_path):
-    from torch.utils import cpp_extension
-
-    tries = []
-
-    def failing_load(**kwargs):
-        tries.append(kwargs["name"])
-        raise RuntimeError("Error building extension 'x'\nFAILED: a.o\nc++: fatal error: no input files\n"
-                           "ninja: build stopped: subcommand failed.")
-
-    def fresh_process():
-        monkeypatch.setattr(fused, "_module", None)
-        monkeypatch.setattr(fused, "_failure", None)
-
-    monkeypatch.setenv("SML_SIM_KERNEL_DIR", str(tmp_path))
-    monkeypatch.setattr(cpp_extension, "load", failing_load)
-    fresh_process()
-    assert fused.needs_build() and fused.kernel() is None and len(tries) == 1
-    assert "c++: fatal error: no input files" in fused.fallback_note()
-    fresh_process()  # the next run: the same compiler, so no new attempt and no "building" message
-    reports = []
-    assert not fused.needs_build() and fused.prepare(reports.append) is None
-    assert len(tries) == 1 and reports == [] and "c++: fatal error: no input files" in fused.fallback_note()
-    fresh_process()  # a compiler installed since: tried again
-    monkeypatch.setattr(fused, "_toolchain", lambda: "/usr/bin/c++:1 /usr/bin/ninja:2")
-    assert fused.needs_build() and fused.kernel() is None and len(tries) == 2

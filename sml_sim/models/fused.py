@@ -69,45 +69,15 @@ def _target() -> tuple[str, Path, str | None]:
     return name, Path(root, name), openmp
 
 
-FAILED = "failed"  # in a build folder: the toolchain that failed to build there, and why
-
-
-class _RememberedFailure(RuntimeError):
-    """This toolchain failed to build the kernel before; the message is the reason given then."""
-
-
-def _toolchain() -> str:
-    """What a build depends on outside this package: the compiler torch would use and ninja. A
-    failure is remembered for this toolchain only, so installing a compiler makes the next run try."""
-    parts = []
-    for tool in (os.environ.get("CXX") or "c++", "ninja"):
-        path = shutil.which(tool) or tool
-        try:
-            stamp = os.stat(path).st_mtime_ns
-        except OSError:
-            stamp = None
-        parts.append(f"{path}:{stamp}")
-    return " ".join(parts)
-
-
-def _remembered_failure(build_dir: Path) -> str | None:
-    try:
-        toolchain, reason = (build_dir / FAILED).read_text().split("\n", 1)
-    except (OSError, ValueError):
-        return None
-    return reason.strip() if toolchain == _toolchain() else None
-
-
 def needs_build() -> bool:
-    """Whether the next kernel() compiles (about half a minute) rather than loads a cached build
-    (or knows that this toolchain failed to build it)."""
+    """Whether the next kernel() compiles (about half a minute) rather than loads a cached build."""
     if not enabled_by_env() or _module is not None or _failure is not None:
         return False
     try:
         name, build_dir, _ = _target()
     except Exception:  # noqa: BLE001 - the build itself will say what is wrong
         return True
-    return not (build_dir / f"{name}.so").exists() and _remembered_failure(build_dir) is None
+    return not (build_dir / f"{name}.so").exists()
 
 
 def _build():
@@ -119,9 +89,6 @@ def _build():
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     name, build_dir, openmp = _target()
     build_dir.mkdir(parents=True, exist_ok=True)
-    remembered = _remembered_failure(build_dir)
-    if remembered is not None:  # not again with the same compiler: each try costs a run seconds
-        raise _RememberedFailure(remembered)
     clear_stale_lock(build_dir)
     (build_dir / BUILDER).write_text(f"{os.getpid()}@{socket.gethostname()}")
     # torch logs a screenful about a compiler it cannot identify (straight onto a TUI's screen); the
@@ -136,12 +103,6 @@ def _build():
                 name=name, sources=[str(_SOURCE)], build_directory=str(build_dir),
                 extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
                 extra_ldflags=[openmp] if openmp else ["-fopenmp"], verbose=False)
-    except Exception as exc:  # remembered, so that the next runs do not try again in vain
-        try:
-            (build_dir / FAILED).write_text(f"{_toolchain()}\n{_reason(exc)}")
-        except OSError:
-            pass
-        raise
     finally:
         torch_log.setLevel(level)
 
@@ -216,7 +177,7 @@ def kernel():
             try:
                 _module = _build()
             except Exception as exc:  # no compiler, no headers, a failed build: fall back to ATen
-                _failure = str(exc) if isinstance(exc, _RememberedFailure) else _reason(exc)
+                _failure = _reason(exc)
     return _module
 
 
@@ -252,8 +213,8 @@ def fallback_note() -> str | None:
     if not enabled_by_env() or _failure is None:
         return None
     return (f"SML's transfer runs on plain torch ops on the CPU (1.2-1.4x slower): its fused kernel did "
-            f"not build ({_failure}). It needs a C++ compiler (g++ or clang) and ninja; it is tried again "
-            f"when they change. SML_SIM_FUSED=0 turns this note off.")
+            f"not build ({_failure}). It needs a C++ compiler (g++ or clang) and ninja; "
+            f"SML_SIM_FUSED=0 skips the attempt.")
 
 
 class _FusedConv(torch.autograd.Function):
