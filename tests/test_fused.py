@@ -215,34 +215,48 @@ def test_run_says_when_it_builds_the_kernel_and_when_it_falls_back(cli, tiny_sce
         assert "note:" not in r.stderr
 
 
-def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_ones_is_kept(tmp_path):
-    """torch waits forever on its build lock; a build killed outright leaves the lock behind."""
+def test_a_lock_left_by_a_killed_build_is_taken_over_and_a_live_ones_is_waited_for(tmp_path, monkeypatch):
+    """torch waits forever on its build lock, which a build killed outright leaves behind."""
     import os
     import socket
     import subprocess
     import sys
     import time
 
+    here = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    folder = tmp_path / "build"
-    folder.mkdir()
-    (folder / "lock").touch()
-    (folder / fused.BUILDER).write_text(f"{dead}@{socket.gethostname()}")
-    assert fused.clear_stale_lock(folder) and not (folder / "lock").exists()
+    ours, torchs = tmp_path / fused.BUILD_LOCK, tmp_path / "lock"
+    ours.write_text(f"{dead}@{here}")
+    torchs.touch()
+    with fused.build_lock(tmp_path):  # the holder is gone: both locks are leftovers
+        assert ours.read_text() == f"{os.getpid()}@{here}" and not torchs.exists()
+    assert not ours.exists()
 
-    (folder / "lock").touch()
-    (folder / fused.BUILDER).write_text(f"{os.getpid()}@{socket.gethostname()}")  # a live builder
-    assert not fused.clear_stale_lock(folder) and (folder / "lock").exists()
-    (folder / fused.BUILDER).write_text(f"{dead}@another-machine")  # cannot be checked from here
-    assert not fused.clear_stale_lock(folder) and (folder / "lock").exists()
-
-    (folder / fused.BUILDER).unlink()  # no owner on record: by age
-    assert not fused.clear_stale_lock(folder)
+    monkeypatch.setattr(fused, "MAX_WAIT_SECONDS", 1)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        ours.write_text(f"{live.pid}@{here}")  # a live build: waited for, then given up on, not taken
+        with pytest.raises(RuntimeError, match="another process has been building"):
+            with fused.build_lock(tmp_path):
+                pass
+        assert ours.read_text() == f"{live.pid}@{here}"
+    finally:
+        live.kill()
+    ours.write_text(f"{dead}@another-machine")  # cannot be checked from here: young, so waited for
+    with pytest.raises(RuntimeError, match="another process"):
+        with fused.build_lock(tmp_path):
+            pass
     old = time.time() - fused.STALE_LOCK_SECONDS - 5
-    os.utime(folder / "lock", (old, old))
-    assert fused.clear_stale_lock(folder) and not (folder / "lock").exists()
-    assert not fused.clear_stale_lock(folder)  # nothing to clear
+    os.utime(ours, (old, old))  # ... and old, so left over
+    with fused.build_lock(tmp_path):
+        pass
+    ours.write_text("")  # left empty by a holder killed between creating and writing it
+    os.utime(ours, (old, old))
+    assert fused.holder_gone(ours)
+    with fused.build_lock(tmp_path):
+        pass
+    assert not ours.exists()
 
 
 def test_a_failed_build_is_explained_by_the_compilers_error_not_ninjas_last_line():

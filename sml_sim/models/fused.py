@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -89,15 +90,13 @@ def _build():
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     name, build_dir, openmp = _target()
     build_dir.mkdir(parents=True, exist_ok=True)
-    clear_stale_lock(build_dir)
-    (build_dir / BUILDER).write_text(f"{os.getpid()}@{socket.gethostname()}")
     # torch logs a screenful about a compiler it cannot identify (straight onto a TUI's screen); the
     # failure, if any, is reported once, by fallback_note().
     torch_log = logging.getLogger("torch.utils.cpp_extension")
     level = torch_log.level
     torch_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with build_lock(build_dir), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return cpp_extension.load(
                 name=name, sources=[str(_SOURCE)], build_directory=str(build_dir),
@@ -107,27 +106,57 @@ def _build():
         torch_log.setLevel(level)
 
 
-BUILDER = "builder"  # who last started a build or load in a build folder: "pid@host"
-STALE_LOCK_SECONDS = 600  # a lock without a known owner this old is left over (a build takes ~30 s)
+BUILD_LOCK = "sml_sim.lock"  # ours, beside torch's "lock": created exclusively, holds "pid@host"
+STALE_LOCK_SECONDS = 600  # another machine's lock this old is left over (a build takes ~30 s)
+MAX_WAIT_SECONDS = 900  # then give up waiting (a reused pid can look alive) and use the torch ops
 
 
-def clear_stale_lock(build_dir: Path) -> bool:
-    """Remove torch's build lock when the process that took it is gone: torch waits on it forever,
-    and a build killed outright (a signal, the OOM killer) leaves it behind. Returns whether it did."""
-    lock = build_dir / "lock"
-    if not lock.exists():
+@contextmanager
+def build_lock(build_dir: Path):
+    """Build or load in ``build_dir`` alone. torch's own lock file records no owner, so a build
+    killed outright (a signal, the OOM killer) left it behind and every later run waited on it
+    forever; this lock names its holder, is taken over once the holder is gone, and, held, makes
+    any torch lock in the folder a leftover."""
+    ours = build_dir / BUILD_LOCK
+    started = time.monotonic()
+    while True:
+        try:
+            fd = os.open(ours, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if holder_gone(ours):
+                ours.unlink(missing_ok=True)
+            elif time.monotonic() - started > MAX_WAIT_SECONDS:
+                raise RuntimeError(f"another process has been building in {build_dir} for "
+                                   f"{MAX_WAIT_SECONDS // 60} minutes") from None
+            else:
+                time.sleep(0.5)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}@{socket.gethostname()}")
+        break
+    try:
+        (build_dir / "lock").unlink(missing_ok=True)
+        yield
+    finally:
+        ours.unlink(missing_ok=True)
+
+
+def holder_gone(lock: Path) -> bool:
+    """Whether the process named in ``lock`` is gone: by its pid on this machine, by the lock's age
+    for another machine's (or for a lock left empty)."""
+    try:
+        text = lock.read_text().strip()
+        age = time.time() - lock.stat().st_mtime
+    except OSError:  # released meanwhile
         return False
     try:
-        pid, host = (build_dir / BUILDER).read_text().strip().split("@", 1)
-        gone = host == socket.gethostname() and not _alive(int(pid))
-    except (OSError, ValueError):  # no owner on record: judge by age
-        try:
-            gone = time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS
-        except OSError:
-            return False
-    if gone:
-        lock.unlink(missing_ok=True)
-    return gone
+        pid, host = text.split("@", 1)
+        pid_number = int(pid)
+    except ValueError:  # not written yet (a holder writes it right after creating the file), or garbage
+        return age > 10
+    if host == socket.gethostname():
+        return not _alive(pid_number)
+    return age > STALE_LOCK_SECONDS
 
 
 def _alive(pid: int) -> bool:
