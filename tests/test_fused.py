@@ -227,13 +227,13 @@ def test_a_lock_left_by_a_killed_build_is_taken_over_and_a_live_ones_is_waited_f
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     ours, torchs = tmp_path / fused.BUILD_LOCK, tmp_path / "lock"
+    monkeypatch.setattr(fused, "MAX_WAIT_SECONDS", 1)  # a lock wrongly judged live fails fast
     ours.write_text(f"{dead}@{here}")
     torchs.touch()
     with fused.build_lock(tmp_path):  # the holder is gone: both locks are leftovers
         assert ours.read_text() == f"{os.getpid()}@{here}" and not torchs.exists()
     assert not ours.exists()
 
-    monkeypatch.setattr(fused, "MAX_WAIT_SECONDS", 1)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         ours.write_text(f"{live.pid}@{here}")  # a live build: waited for, then given up on, not taken
