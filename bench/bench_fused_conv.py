@@ -18,19 +18,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sml_sim.models import fused  # noqa: E402
-from sml_sim.models.transfer import CNNTransfer  # noqa: E402
-
-
-def aten_conv(h0: torch.Tensor, weights) -> torch.Tensor:
-    rows, d = h0.shape[1], h0.shape[2]
-    h = h0.reshape(3, -1)
-    for w in weights:
-        h = F.gelu(torch.mm(w, h))
-    return h.view(h.shape[0], rows, d).transpose(0, 1).reshape(rows, h.shape[0] * d)
+from sml_sim.models.transfer import CNNTransfer, conv_layers_aten  # noqa: E402
 
 
 def per_call_ms(fn, calls: int = 20) -> float:
@@ -44,9 +35,9 @@ def calls(h0: torch.Tensor, weights, grad: torch.Tensor) -> dict:
     plain = [w.detach() for w in weights]
     return {
         "kernel fwd": lambda: fused.fused_conv(h0.detach(), plain),
-        "aten fwd": lambda: aten_conv(h0.detach(), plain),
+        "aten fwd": lambda: conv_layers_aten(h0.detach(), plain),
         "kernel both": lambda: torch.autograd.backward(fused.fused_conv(h0, weights), grad),
-        "aten both": lambda: torch.autograd.backward(aten_conv(h0, weights), grad),
+        "aten both": lambda: torch.autograd.backward(conv_layers_aten(h0, weights), grad),
     }
 
 

@@ -8,20 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from sml_sim.models import fused
-from sml_sim.models.transfer import CNNTransfer
+from sml_sim.models.transfer import CNNTransfer, conv_layers_aten
 from sml_sim.retrainers.sml import GROUPS
 from tests.test_sml import run_scores, started, tiny_dataset
 
 needs_kernel = pytest.mark.skipif(fused.kernel() is None, reason=f"no fused kernel here: {fused.status()}")
-
-
-def aten_conv(h0, weights):
-    """The ATen path of CNNTransfer.forward: a GEMM and a GELU per layer, then the channel-major flatten."""
-    rows, d = h0.shape[1], h0.shape[2]
-    h = h0.reshape(3, -1)
-    for w in weights:
-        h = F.gelu(torch.mm(w, h))
-    return h.view(h.shape[0], rows, d).transpose(0, 1).reshape(rows, h.shape[0] * d)
 
 
 def inputs(rows, d, channels, dtype, seed=0):
@@ -47,7 +38,7 @@ def test_conv_matches_aten_in_values_and_gradients(dtype, tol, rows, d, channels
     h0, weights = inputs(rows, d, channels, dtype)
     a = [h0.clone().requires_grad_(), *[w.clone().requires_grad_() for w in weights]]
     b = [h0.clone().requires_grad_(), *[w.clone().requires_grad_() for w in weights]]
-    out_ref, out = aten_conv(a[0], a[1:]), fused.fused_conv(b[0], b[1:])
+    out_ref, out = conv_layers_aten(a[0], a[1:]), fused.fused_conv(b[0], b[1:])
     assert out.shape == out_ref.shape == (rows, channels[-1] * d)
     torch.testing.assert_close(out, out_ref, rtol=tol, atol=tol)
     grad = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
@@ -71,13 +62,13 @@ def test_only_the_gradients_asked_for_are_computed():
     out = fused.fused_conv(x, weights)  # weights without requires_grad: step 1 of SML
     (gx,) = torch.autograd.grad(out.sum(), x)
     x2 = h0.clone().requires_grad_()
-    (gx_ref,) = torch.autograd.grad(aten_conv(x2, weights).sum(), x2)
+    (gx_ref,) = torch.autograd.grad(conv_layers_aten(x2, weights).sum(), x2)
     torch.testing.assert_close(gx, gx_ref)
     ws = [w.clone().requires_grad_() for w in weights]
     out = fused.fused_conv(h0, ws)  # h0 without requires_grad: only the filters learn
     grads = torch.autograd.grad(out.sum(), ws)
     ws2 = [w.clone().requires_grad_() for w in weights]
-    for got, want in zip(grads, torch.autograd.grad(aten_conv(h0, ws2).sum(), ws2)):
+    for got, want in zip(grads, torch.autograd.grad(conv_layers_aten(h0, ws2).sum(), ws2)):
         torch.testing.assert_close(got, want)
 
 
@@ -203,8 +194,9 @@ def test_run_says_when_it_builds_the_kernel_and_when_it_falls_back(cli, tiny_sce
     assert r.exit_code == 0, r.stderr
     assert "building SML's fused CPU kernel" in r.stderr  # no terminal here: said in the log
     assert "note: SML's transfer runs on plain torch ops" in r.stderr and "c++: command not found" in r.stderr
-    r = cli("run", toml, "--db", db, "--threads", "1", "--methods", "full")  # no SML: nothing said
-    assert r.exit_code == 0 and "fused CPU kernel" not in r.stderr
+    monkeypatch.setattr(fused, "_failure", None)  # untried again: a run without SML must not try
+    r = cli("run", toml, "--db", db, "--threads", "1", "--methods", "full")
+    assert r.exit_code == 0 and "fused CPU kernel" not in r.stderr and fused._failure is None
     if built is not None:  # a build that works is announced, then timed
         monkeypatch.setattr(fused, "_module", None)
         monkeypatch.setattr(fused, "_failure", None)

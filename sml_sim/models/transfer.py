@@ -43,6 +43,7 @@ __all__ = [
     "first_layer_filters",
     "transfer_flops_per_row",
     "apply_in_chunks",
+    "conv_layers_aten",
 ]
 
 
@@ -124,7 +125,6 @@ class CNNTransfer(nn.Module):
 
     def forward(self, w_prev: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
         _check_rows(w_prev, w_hat, self.dim)
-        rows = w_prev.shape[0]
         # On the CPU the conv layers and the FC GELU run in the fused kernel (fused.py), same function.
         # Otherwise feature maps, logically [B, C, d], are kept in memory as [C, B*d]: a vertical
         # convolution (eq. 5) is then a single GEMM [C_out, C_in] @ [C_in, B*d] with no copies,
@@ -134,12 +134,7 @@ class CNNTransfer(nn.Module):
         if len(self.conv) and use_kernel:
             h = fused.fused_conv(h, self.conv)  # the same layers in one pass per row, see fused.py
         else:
-            h = h.reshape(3, -1)
-            for weight in self.conv:
-                h = F.gelu(torch.mm(weight, h))
-            # Channel-major flatten of each row's C x d map (flatten(H2) of eq. 6): [C, B, d] -> [B, C*d].
-            channels = h.shape[0]
-            h = h.view(channels, rows, self.dim).transpose(0, 1).reshape(rows, channels * self.dim)
+            h = conv_layers_aten(h, self.conv)
         if self.fc is not None:
             h = (fused.gelu if use_kernel else F.gelu)(self.fc(h))  # eq. (6)
         return self.out(h)  # eq. (7), no output activation
@@ -156,6 +151,19 @@ class CNNTransfer(nn.Module):
         else:
             macs += flat * self.dim
         return macs
+
+
+def conv_layers_aten(h0: torch.Tensor, weights) -> torch.Tensor:
+    """The conv layers as ATen ops: stacked [3, B, d] -> [B, C_last * d] (what fused_conv computes).
+
+    A GEMM and a GELU per layer on [C, B*d] maps, then the channel-major flatten of each row's
+    C x d map (flatten(H2) of eq. 6)."""
+    rows, dim = h0.shape[1], h0.shape[2]
+    h = h0.reshape(3, -1)
+    for weight in weights:
+        h = F.gelu(torch.mm(weight, h))
+    channels = h.shape[0]
+    return h.view(channels, rows, dim).transpose(0, 1).reshape(rows, channels * dim)
 
 
 class WeightedSumTransfer(nn.Module):
